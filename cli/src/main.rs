@@ -1,0 +1,2 @@
+//! The `kfcache` binary (placeholder).
+fn main() {}

@@ -1,0 +1,85 @@
+//! kfcache's parser: pipeline YAML → validated [`Pipeline`] model → [`Dag`].
+//!
+//! Synchronous and free of I/O beyond reading the named files. Two front ends produce the
+//! same model:
+//! - [`argo`]: Argo `Workflow`, `WorkflowTemplate`, `ClusterWorkflowTemplate`, `CronWorkflow`
+//!   (which is also what the KFP v1 compiler emits), with nested `dag`/`steps` templates
+//!   flattened into executable tasks;
+//! - [`kfp`]: KFP v2 `PipelineSpec` IR, stand-alone or embedded by the KFP backend in an Argo
+//!   Workflow's arguments.
+//!
+//! Every pipeline a front end returns is then checked by [`dag::Dag::build`] (unknown
+//! dependencies, duplicate ids, cycles), so callers only ever see a model whose edges are sound.
+
+pub mod argo;
+pub mod dag;
+pub mod document;
+pub mod error;
+pub mod kfp;
+pub mod model;
+pub mod schedule;
+
+use std::path::{Path, PathBuf};
+
+pub use dag::Dag;
+pub use document::{DocKind, Document};
+pub use error::{Error, Location, Result};
+pub use model::{FanOut, Input, Output, Pipeline, PipelineKind, Task, TaskKind, TaskRole};
+
+/// Options that change how files are read.
+#[derive(Debug, Clone, Default)]
+pub struct ParseOptions {
+    /// Directories (or single files) whose `WorkflowTemplate` / `ClusterWorkflowTemplate`
+    /// documents resolve `templateRef` and `workflowTemplateRef`.
+    pub template_dirs: Vec<PathBuf>,
+}
+
+/// Parse every pipeline in a file and validate its DAG.
+pub fn parse_file(path: &Path, options: &ParseOptions) -> Result<Vec<Pipeline>> {
+    let documents = document::read_file(path)?;
+    parse_documents(path, &documents, options)
+}
+
+/// Parse pipelines from text, reporting errors against `path`.
+pub fn parse_str(path: &Path, text: &str, options: &ParseOptions) -> Result<Vec<Pipeline>> {
+    let documents = document::split_documents(path, text)?;
+    parse_documents(path, &documents, options)
+}
+
+/// Parse already-split documents of one file.
+pub fn parse_documents(
+    path: &Path,
+    documents: &[Document],
+    options: &ParseOptions,
+) -> Result<Vec<Pipeline>> {
+    let has_ir = documents.iter().any(|d| d.kind == DocKind::PipelineSpec);
+    let has_argo = documents.iter().any(|d| {
+        matches!(
+            d.kind,
+            DocKind::Workflow
+                | DocKind::WorkflowTemplate
+                | DocKind::ClusterWorkflowTemplate
+                | DocKind::CronWorkflow
+        )
+    });
+    let pipelines = if has_ir {
+        kfp::parse(path, documents)?
+    } else if has_argo {
+        argo::parse(path, documents, options)?
+    } else {
+        let first = &documents[0];
+        let kind = match &first.kind {
+            DocKind::Other(kind) => kind.clone(),
+            DocKind::PlatformSpec => "KFP PlatformSpec (without a PipelineSpec)".to_string(),
+            other => format!("{other:?}"),
+        };
+        return Err(Error::NotAWorkflow {
+            at: Location::at(path, Some(first.first_line)),
+            kind,
+        });
+    };
+    for pipeline in &pipelines {
+        Dag::build(pipeline)?;
+    }
+    Ok(pipelines)
+}
