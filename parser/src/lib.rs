@@ -17,6 +17,7 @@ pub mod document;
 pub mod error;
 pub mod kfp;
 pub mod model;
+pub mod params;
 pub mod schedule;
 
 use std::path::{Path, PathBuf};
