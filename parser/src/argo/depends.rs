@@ -1,0 +1,336 @@
+//! Argo `depends` expressions: `A && (B.Failed || !C.Skipped)`.
+//!
+//! A small recursive-descent parser over the grammar
+//!
+//! ```text
+//! expr    := and ('||' and)*
+//! and     := unary ('&&' unary)*
+//! unary   := '!' unary | primary
+//! primary := '(' expr ')' | task ('.' result)?
+//! result  := Succeeded | Failed | Errored | Skipped | Completed | Daemoned
+//!          | AnySucceeded | AllFailed
+//! ```
+//!
+//! kfcache schedules on the optimistic path, so every task an expression mentions is a
+//! dependency, whatever result it is tested for; the parser's job is to find them all and to
+//! refuse expressions Argo would refuse.
+
+use std::fmt;
+
+/// Task results a `depends` operand may test.
+pub const RESULTS: &[&str] = &[
+    "Succeeded",
+    "Failed",
+    "Errored",
+    "Skipped",
+    "Completed",
+    "Daemoned",
+    "AnySucceeded",
+    "AllFailed",
+];
+
+/// Why an expression is not valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A parsed expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    /// A task, optionally with the result it is tested for.
+    Task {
+        name: String,
+        result: Option<String>,
+    },
+    Not(Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+}
+
+impl Expr {
+    /// Task names mentioned, in order of first mention, without repeats.
+    pub fn tasks(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        self.collect(&mut names);
+        names
+    }
+
+    fn collect(&self, names: &mut Vec<String>) {
+        match self {
+            Expr::Task { name, .. } => {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+            Expr::Not(inner) => inner.collect(names),
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                a.collect(names);
+                b.collect(names);
+            }
+        }
+    }
+}
+
+/// Parse a `depends` expression.
+pub fn parse(expression: &str) -> Result<Expr, ParseError> {
+    let tokens = tokenize(expression)?;
+    if tokens.is_empty() {
+        return Err(ParseError("the expression is empty".into()));
+    }
+    let mut parser = Parser {
+        tokens,
+        pos: 0,
+        depth: 0,
+    };
+    let expr = parser.or()?;
+    match parser.tokens.get(parser.pos) {
+        None => Ok(expr),
+        Some(token) => Err(ParseError(format!(
+            "unexpected {token} after a complete expression"
+        ))),
+    }
+}
+
+/// The task names an expression depends on.
+pub fn dependencies(expression: &str) -> Result<Vec<String>, ParseError> {
+    parse(expression).map(|e| e.tasks())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    And,
+    Or,
+    Not,
+    Open,
+    Close,
+    Operand(String),
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Token::And => f.write_str("`&&`"),
+            Token::Or => f.write_str("`||`"),
+            Token::Not => f.write_str("`!`"),
+            Token::Open => f.write_str("`(`"),
+            Token::Close => f.write_str("`)`"),
+            Token::Operand(s) => write!(f, "`{s}`"),
+        }
+    }
+}
+
+fn is_operand_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+fn tokenize(text: &str) -> Result<Vec<Token>, ParseError> {
+    let mut tokens = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some(&(i, c)) = chars.peek() {
+        match c {
+            c if c.is_whitespace() => {
+                chars.next();
+            }
+            '(' | ')' | '!' => {
+                chars.next();
+                tokens.push(match c {
+                    '(' => Token::Open,
+                    ')' => Token::Close,
+                    _ => Token::Not,
+                });
+            }
+            '&' | '|' => {
+                chars.next();
+                if chars.next_if(|&(_, next)| next == c).is_none() {
+                    return Err(ParseError(format!(
+                        "single `{c}` at offset {i}; use `{c}{c}`"
+                    )));
+                }
+                tokens.push(if c == '&' { Token::And } else { Token::Or });
+            }
+            c if is_operand_char(c) => {
+                let mut word = String::new();
+                while let Some((_, c)) = chars.next_if(|&(_, c)| is_operand_char(c)) {
+                    word.push(c);
+                }
+                tokens.push(Token::Operand(word));
+            }
+            other => {
+                return Err(ParseError(format!(
+                    "unexpected character `{other}` at offset {i}"
+                )))
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+/// Nesting limit for parentheses and `!`, so hostile input cannot overflow the stack.
+const MAX_DEPTH: usize = 128;
+
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+    depth: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+
+    fn or(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.and()?;
+        while self.peek() == Some(&Token::Or) {
+            self.pos += 1;
+            let right = self.and()?;
+            left = Expr::Or(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.unary()?;
+        while self.peek() == Some(&Token::And) {
+            self.pos += 1;
+            let right = self.unary()?;
+            left = Expr::And(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<Expr, ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(ParseError(format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        let result = if self.peek() == Some(&Token::Not) {
+            self.pos += 1;
+            self.unary().map(|e| Expr::Not(Box::new(e)))
+        } else {
+            self.primary()
+        };
+        self.depth -= 1;
+        result
+    }
+
+    fn primary(&mut self) -> Result<Expr, ParseError> {
+        let token = self.peek().cloned();
+        self.pos += 1;
+        match token {
+            Some(Token::Open) => {
+                let inner = self.or()?;
+                if self.peek() != Some(&Token::Close) {
+                    return Err(ParseError("missing `)`".into()));
+                }
+                self.pos += 1;
+                Ok(inner)
+            }
+            Some(Token::Operand(word)) => operand(&word),
+            Some(other) => Err(ParseError(format!("expected a task name, found {other}"))),
+            None => Err(ParseError(
+                "the expression ends where a task name is expected".into(),
+            )),
+        }
+    }
+}
+
+fn operand(word: &str) -> Result<Expr, ParseError> {
+    let (name, result) = match word.rsplit_once('.') {
+        Some((name, result)) => (name, Some(result)),
+        None => (word, None),
+    };
+    if name.is_empty() || name.contains('.') {
+        return Err(ParseError(format!(
+            "`{word}` is not `task` or `task.Result`"
+        )));
+    }
+    if let Some(result) = result {
+        if !RESULTS.contains(&result) {
+            return Err(ParseError(format!(
+                "unknown task result `{result}` in `{word}` (expected one of {})",
+                RESULTS.join(", ")
+            )));
+        }
+    }
+    Ok(Expr::Task {
+        name: name.to_string(),
+        result: result.map(str::to_string),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mentioned_task_is_a_dependency() {
+        let deps = dependencies("A && (B.Failed || !C.Skipped) && A.Succeeded").expect("valid");
+        assert_eq!(deps, ["A", "B", "C"]);
+    }
+
+    #[test]
+    fn all_results_are_accepted() {
+        for result in RESULTS {
+            let deps = dependencies(&format!("task-1.{result}")).expect("valid");
+            assert_eq!(deps, ["task-1"]);
+        }
+    }
+
+    #[test]
+    fn precedence_binds_and_tighter_than_or() {
+        let expr = parse("a || b && c").expect("valid");
+        let Expr::Or(left, right) = expr else {
+            panic!("not an or")
+        };
+        assert_eq!(
+            *left,
+            Expr::Task {
+                name: "a".into(),
+                result: None
+            }
+        );
+        assert!(matches!(*right, Expr::And(_, _)));
+    }
+
+    #[test]
+    fn not_and_parentheses_nest() {
+        let expr = parse("!(a.Failed || b)").expect("valid");
+        let Expr::Not(inner) = expr else {
+            panic!("not a not")
+        };
+        assert!(matches!(*inner, Expr::Or(_, _)));
+    }
+
+    #[test]
+    fn invalid_expressions_are_refused() {
+        for bad in [
+            "",
+            "a &&",
+            "&& a",
+            "(a || b",
+            "a || b)",
+            "a & b",
+            "a.Bogus",
+            "a b",
+            "a.b.Succeeded",
+            "a $ b",
+            "()",
+        ] {
+            assert!(parse(bad).is_err(), "accepted `{bad}`");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let text = format!("{}a{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(parse(&text).is_err());
+        let text = format!("{}a", "!".repeat(10_000));
+        assert!(parse(&text).is_err());
+    }
+}

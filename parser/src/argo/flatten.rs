@@ -1,0 +1,1225 @@
+//! Nested `dag` and `steps` templates flattened into executable tasks.
+//!
+//! Expansion walks from the entrypoint down. Each call (a DAG task, a step, the entrypoint, an
+//! exit handler or a hook) is expanded with the ids of the executable tasks it must wait for
+//! (`incoming`), and returns the ids of its own last tasks (`sinks`), so that:
+//! - a dependency on a nested dag/steps task means a dependency on its sink tasks;
+//! - the source tasks of a nested template inherit the nested task's dependencies.
+//!
+//! Inside a DAG, tasks are expanded in dependency order (so a task's dependencies' sinks and
+//! output artifacts are known when it is expanded) and emitted in declaration order.
+//! Parameters, loop fan-out, `when` conditions, parallelism and the task role flow down through
+//! a [`Scope`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::artifacts::{self, ArtifactRef};
+use super::depends;
+use super::raw::{self, Call, Template};
+use super::substitute::{substitute, uniform_item_vars, Vars};
+use super::{parameter_values, Resolver, TemplateSet};
+use crate::error::{Error, Location, Result};
+use crate::model::{
+    task_output_uri, FanOut, Input, Output, Pipeline, PipelineKind, Task, TaskKind, TaskRole,
+};
+use crate::params::flags_from_args;
+
+/// How deep templates may nest (and recursive templates expand) before expansion stops.
+pub const MAX_DEPTH: usize = 64;
+
+/// GPU resource names counted into [`Task::gpus`].
+const GPU_RESOURCES: &[&str] = &["nvidia.com/gpu", "amd.com/gpu"];
+
+/// Flatten the workflow spec of `set` into a pipeline.
+pub(crate) fn flatten(
+    path: &Path,
+    set: Arc<TemplateSet>,
+    kind: PipelineKind,
+    resolver: &mut Resolver<'_>,
+) -> Result<Pipeline> {
+    let spec = &set.spec;
+    let parameters = parameter_values(&spec.arguments.parameters);
+    let mut workflow_vars = Vars::new();
+    for (name, value) in &parameters {
+        workflow_vars.insert(format!("workflow.parameters.{name}"), value.clone());
+    }
+    let mut claims = BTreeMap::new();
+    for volume in &spec.volumes {
+        if let Some(claim) = &volume.persistent_volume_claim {
+            claims.insert(volume.name.clone(), claim.claim_name.clone());
+        }
+    }
+    for template in &spec.volume_claim_templates {
+        if let Some(name) = &template.metadata.name {
+            claims.insert(name.clone(), name.clone());
+        }
+    }
+    let node_selector = spec
+        .node_selector
+        .iter()
+        .map(|(k, v)| (k.clone(), substitute(v.as_str(), &workflow_vars)))
+        .collect();
+    let parallelism = spec
+        .parallelism
+        .as_ref()
+        .and_then(|p| parse_count(p.as_str(), &workflow_vars));
+
+    let entrypoint = match spec.entrypoint.as_deref().filter(|e| !e.is_empty()) {
+        Some(entrypoint) => entrypoint.to_string(),
+        // A single-template workflow without an entrypoint (KFP v1 emits a few): Argo would
+        // ask for `--entrypoint`; the only template is the only sensible choice.
+        None if spec.templates.len() == 1 && spec.templates.iter().all(|t| !t.name.is_empty()) => {
+            spec.templates
+                .first()
+                .map(|t| t.name.clone())
+                .unwrap_or_default()
+        }
+        None => {
+            return Err(Error::MissingEntrypoint {
+                at: Location::at(path, Some(set.document.first_line)),
+                pipeline: match &spec.workflow_template_ref {
+                    Some(reference) => format!(
+                        "{} (with workflowTemplateRef `{}`)",
+                        set.name, reference.name
+                    ),
+                    None => set.name.clone(),
+                },
+            })
+        }
+    };
+
+    let mut flattener = Flattener {
+        path,
+        resolver,
+        workflow_vars: workflow_vars.clone(),
+        claims,
+        node_selector,
+    };
+    let root = Scope {
+        set: Arc::clone(&set),
+        vars: workflow_vars.clone(),
+        input_artifacts: BTreeMap::new(),
+        condition: None,
+        fan_out: None,
+        parallelism: None,
+        role: TaskRole::Main,
+        stack: Vec::new(),
+        claims: flattener.claims.clone(),
+    };
+
+    let mut tasks = Vec::new();
+    let entry_call = Call {
+        name: String::new(),
+        template: Some(entrypoint.clone()),
+        arguments: raw::Arguments {
+            parameters: spec.arguments.parameters.clone(),
+            artifacts: spec.arguments.artifacts.clone(),
+        },
+        ..Call::default()
+    };
+    let line = set
+        .document
+        .find_line("entrypoint:")
+        .or(Some(set.document.first_line));
+    flattener.expand(
+        &entry_call,
+        "entrypoint",
+        &root,
+        "",
+        Vec::new(),
+        line,
+        &Siblings::new(),
+        &mut tasks,
+    )?;
+
+    // Workflow-level exit handler and hooks.
+    let depended: BTreeSet<&str> = tasks
+        .iter()
+        .flat_map(|t| t.depends_on.iter().map(String::as_str))
+        .collect();
+    let main_sinks: Vec<String> = tasks
+        .iter()
+        .filter(|t| !depended.contains(t.id.as_str()))
+        .map(|t| t.id.clone())
+        .collect();
+    let mut handlers = Vec::new();
+    if let Some(on_exit) = spec.on_exit.as_deref().filter(|t| !t.is_empty()) {
+        let call = Call {
+            name: "onExit".into(),
+            template: Some(on_exit.to_string()),
+            ..Call::default()
+        };
+        let scope = Scope {
+            role: TaskRole::ExitHandler,
+            ..root.clone()
+        };
+        let line = set.document.find_line("onExit:");
+        flattener.expand(
+            &call,
+            "onExit",
+            &scope,
+            "",
+            main_sinks.clone(),
+            line,
+            &Siblings::new(),
+            &mut handlers,
+        )?;
+    }
+    for (hook_name, hook) in &spec.hooks {
+        let call = hook_call(&format!("hooks.{hook_name}"), hook);
+        let exit = hook_name == "exit";
+        let mut scope = root.clone();
+        scope.role = if exit {
+            TaskRole::ExitHandler
+        } else {
+            TaskRole::Hook
+        };
+        if let Some(expression) = &hook.expression {
+            scope.condition = Some(substitute(expression, &workflow_vars));
+        }
+        let incoming = if exit { main_sinks.clone() } else { Vec::new() };
+        let line = set.document.find_line(&format!("{hook_name}:"));
+        flattener.expand(
+            &call,
+            &call.name.clone(),
+            &scope,
+            "",
+            incoming,
+            line,
+            &Siblings::new(),
+            &mut handlers,
+        )?;
+    }
+    tasks.append(&mut handlers);
+
+    Ok(Pipeline {
+        name: set.name.clone(),
+        kind,
+        schedules: Vec::new(),
+        timezone: None,
+        source: path.display().to_string(),
+        line: Some(set.document.first_line),
+        parameters,
+        parallelism,
+        tasks,
+    })
+}
+
+fn hook_call(name: &str, hook: &raw::LifecycleHook) -> Call {
+    Call {
+        name: name.to_string(),
+        template: hook.template.clone(),
+        template_ref: hook.template_ref.clone(),
+        arguments: hook.arguments.clone(),
+        ..Call::default()
+    }
+}
+
+/// What flows down from a caller into the template it calls.
+#[derive(Debug, Clone)]
+struct Scope {
+    /// The document whose templates plain `template:` names resolve against.
+    set: Arc<TemplateSet>,
+    /// Placeholder values: `workflow.parameters.*`, `inputs.parameters.*`, uniform `item.*`.
+    vars: Vars,
+    /// Sources of the enclosing template's input artifacts (`{{inputs.artifacts.x}}`).
+    input_artifacts: BTreeMap<String, Option<String>>,
+    condition: Option<String>,
+    fan_out: Option<FanOut>,
+    parallelism: Option<u32>,
+    role: TaskRole,
+    /// Templates being expanded, outermost first, as `document/template`.
+    stack: Vec<String>,
+    /// Volume name → PVC claim name.
+    claims: BTreeMap<String, String>,
+}
+
+/// What a DAG task / step offers its siblings: its output artifacts by name.
+#[derive(Debug, Clone, Default)]
+struct Produced {
+    /// Output artifact name → where it comes from (`task://…` or a location).
+    outputs: BTreeMap<String, Option<String>>,
+    /// The executable task's id, when the call expanded to exactly one leaf.
+    leaf: Option<String>,
+}
+
+type Siblings = BTreeMap<String, Produced>;
+
+/// The result of expanding one call.
+#[derive(Debug, Clone, Default)]
+struct Expansion {
+    /// Ids of its last executable tasks (or the call's own `incoming` when it expanded to
+    /// nothing), which dependents wait for.
+    sinks: Vec<String>,
+    produced: Produced,
+}
+
+struct Flattener<'p, 'r, 'o> {
+    path: &'p Path,
+    resolver: &'r mut Resolver<'o>,
+    workflow_vars: Vars,
+    claims: BTreeMap<String, String>,
+    node_selector: BTreeMap<String, String>,
+}
+
+/// A template resolved for a call, with the document its own references resolve against.
+struct Resolved {
+    set: Arc<TemplateSet>,
+    template: Template,
+    /// Line of the template's `- name:` entry, when it is in the file being parsed.
+    line: Option<usize>,
+}
+
+impl Flattener<'_, '_, '_> {
+    fn at(&self, line: Option<usize>) -> Location {
+        Location::at(self.path, line)
+    }
+
+    /// Line in the file being parsed, or `None` for a template from the library.
+    fn local_line(&self, set: &TemplateSet, line: Option<usize>) -> Option<usize> {
+        (set.path == self.path).then_some(line).flatten()
+    }
+
+    fn resolve(
+        &mut self,
+        call: &Call,
+        scope: &Scope,
+        referenced_by: &str,
+        line: Option<usize>,
+    ) -> Result<Resolved> {
+        if let Some(inline) = &call.inline {
+            let mut template = (**inline).clone();
+            if template.name.is_empty() {
+                template.name = call.name.clone();
+            }
+            return Ok(Resolved {
+                set: Arc::clone(&scope.set),
+                template,
+                line,
+            });
+        }
+        if let Some(reference) = &call.template_ref {
+            let cluster = reference
+                .cluster_scope
+                .as_ref()
+                .is_some_and(|c| c.as_str() == "true");
+            let name = substitute(&reference.name, &scope.vars);
+            let template_name = substitute(&reference.template, &scope.vars);
+            let set = self
+                .resolver
+                .find(&name, cluster, Some(&template_name))
+                .ok_or_else(|| Error::UnknownTemplate {
+                    at: self.at(line),
+                    template: format!("{name}/{template_name}"),
+                    referenced_by: referenced_by.to_string(),
+                })?;
+            let template =
+                set.template(&template_name)
+                    .cloned()
+                    .ok_or_else(|| Error::UnknownTemplate {
+                        at: self.at(line),
+                        template: format!("{name}/{template_name}"),
+                        referenced_by: referenced_by.to_string(),
+                    })?;
+            let template_line = self.local_line(&set, set.template_line(&template_name));
+            return Ok(Resolved {
+                set,
+                template,
+                line: template_line,
+            });
+        }
+        let name = call
+            .template
+            .as_deref()
+            .map(|t| substitute(t, &scope.vars))
+            .unwrap_or_default();
+        if name.is_empty() {
+            return Err(Error::Invalid {
+                at: self.at(line),
+                what: format!("task `{referenced_by}`"),
+                message: "it names no `template`, `templateRef` or `inline` template".into(),
+            });
+        }
+        let template =
+            scope
+                .set
+                .template(&name)
+                .cloned()
+                .ok_or_else(|| Error::UnknownTemplate {
+                    at: self.at(line),
+                    template: name.clone(),
+                    referenced_by: referenced_by.to_string(),
+                })?;
+        let template_line = self.local_line(&scope.set, scope.set.template_line(&name));
+        Ok(Resolved {
+            set: Arc::clone(&scope.set),
+            template,
+            line: template_line,
+        })
+    }
+
+    /// Expand one call. `name` is its id segment (empty for the entrypoint), `prefix` the id of
+    /// the enclosing nested task, `incoming` what its source tasks wait for.
+    #[allow(clippy::too_many_arguments)]
+    fn expand(
+        &mut self,
+        call: &Call,
+        referenced_by: &str,
+        scope: &Scope,
+        prefix: &str,
+        incoming: Vec<String>,
+        line: Option<usize>,
+        siblings: &Siblings,
+        out: &mut Vec<Task>,
+    ) -> Result<Expansion> {
+        let resolved = self.resolve(call, scope, referenced_by, line)?;
+        let template = &resolved.template;
+        let id = join(
+            prefix,
+            if call.name.is_empty() {
+                &template.name
+            } else {
+                &call.name
+            },
+        );
+
+        // Loop: fan-out and the item values that are the same for every item.
+        let mut caller_vars = scope.vars.clone();
+        let loop_fan_out = if let Some(items) = &call.with_items {
+            caller_vars.extend(uniform_item_vars(items));
+            Some(FanOut::Count(
+                u32::try_from(items.len()).unwrap_or(u32::MAX),
+            ))
+        } else if call.with_param.is_some() {
+            Some(FanOut::Dynamic)
+        } else {
+            call.with_sequence
+                .as_ref()
+                .map(|sequence| sequence_fan_out(sequence, &scope.vars, &mut caller_vars))
+        };
+        let fan_out = combine_fan_out(scope.fan_out, loop_fan_out);
+
+        let condition = match call
+            .when
+            .as_ref()
+            .map(|w| substitute(w.as_str(), &caller_vars))
+        {
+            Some(when) if !when.trim().is_empty() => Some(match &scope.condition {
+                Some(outer) => format!("{outer} && {when}"),
+                None => when,
+            }),
+            _ => scope.condition.clone(),
+        };
+
+        // Arguments, evaluated in the caller's scope.
+        let argument_values: BTreeMap<String, String> = call
+            .arguments
+            .parameters
+            .iter()
+            .filter_map(|p| {
+                let value = p.value.as_ref().or(p.default.as_ref())?;
+                Some((p.name.clone(), substitute(value.as_str(), &caller_vars)))
+            })
+            .collect();
+        let argument_artifacts: BTreeMap<String, Option<String>> = call
+            .arguments
+            .artifacts
+            .iter()
+            .map(|a| {
+                (
+                    a.name.clone(),
+                    artifact_source(a, &caller_vars, scope, siblings),
+                )
+            })
+            .collect();
+
+        // The callee's scope.
+        let mut vars = self.workflow_vars.clone();
+        let mut input_parameters = BTreeMap::new();
+        for parameter in &template.inputs.parameters {
+            let value = argument_values.get(&parameter.name).cloned().or_else(|| {
+                parameter
+                    .value
+                    .as_ref()
+                    .or(parameter.default.as_ref())
+                    .map(|v| substitute(v.as_str(), &vars))
+            });
+            if let Some(value) = value {
+                input_parameters.insert(parameter.name.clone(), value);
+            }
+        }
+        for (name, value) in &input_parameters {
+            vars.insert(format!("inputs.parameters.{name}"), value.clone());
+        }
+        let mut input_artifacts = BTreeMap::new();
+        for artifact in &template.inputs.artifacts {
+            let source = match argument_artifacts.get(&artifact.name) {
+                Some(source) => source.clone(),
+                None => artifact_source(artifact, &vars, scope, &Siblings::new()),
+            };
+            input_artifacts.insert(artifact.name.clone(), source);
+        }
+        let mut claims = scope.claims.clone();
+        for volume in &template.volumes {
+            if let Some(claim) = &volume.persistent_volume_claim {
+                claims.insert(volume.name.clone(), substitute(&claim.claim_name, &vars));
+            }
+        }
+
+        // Recursion and depth guards.
+        let key = format!("{}/{}", resolved.set.name, template.name);
+        let recursive = scope.stack.contains(&key);
+        let is_nested = template.dag.is_some() || template.steps.is_some();
+        if is_nested && (recursive || scope.stack.len() >= MAX_DEPTH) {
+            let guarded = call.when.is_some() || scope.condition.is_some();
+            if !guarded || scope.stack.len() >= MAX_DEPTH {
+                return Err(Error::TooDeep {
+                    at: self.at(line.or(resolved.line)),
+                    template: template.name.clone(),
+                    limit: MAX_DEPTH,
+                });
+            }
+            // A recursive call guarded by `when`: one opaque task stands for the recursion.
+            let mut task = Task::new(id.clone(), template.name.clone(), TaskKind::Other);
+            task.depends_on = incoming;
+            task.fan_out = fan_out;
+            task.condition = condition;
+            task.params = input_parameters;
+            task.parallelism = scope.parallelism;
+            task.role = scope.role;
+            task.line = self.local_line(&scope.set, line);
+            out.push(task);
+            return Ok(Expansion {
+                sinks: vec![id.clone()],
+                produced: Produced {
+                    outputs: BTreeMap::new(),
+                    leaf: Some(id),
+                },
+            });
+        }
+
+        let mut stack = scope.stack.clone();
+        stack.push(key);
+        let inner = Scope {
+            set: Arc::clone(&resolved.set),
+            vars,
+            input_artifacts,
+            condition,
+            fan_out,
+            parallelism: template
+                .parallelism
+                .as_ref()
+                .and_then(|p| parse_count(p.as_str(), &scope.vars))
+                .or(scope.parallelism),
+            role: scope.role,
+            stack,
+            claims,
+        };
+        let children_prefix = if call.name.is_empty() {
+            prefix.to_string()
+        } else {
+            id.clone()
+        };
+
+        let start = out.len();
+        let mut expansion = if let Some(dag) = &template.dag {
+            self.expand_dag(
+                &dag.tasks,
+                &resolved,
+                &inner,
+                &children_prefix,
+                incoming.clone(),
+                out,
+            )?
+        } else if let Some(groups) = &template.steps {
+            self.expand_steps(
+                groups,
+                &resolved,
+                &inner,
+                &children_prefix,
+                incoming.clone(),
+                out,
+            )?
+        } else {
+            let task = self.leaf(
+                call,
+                &resolved,
+                &inner,
+                &id,
+                incoming.clone(),
+                line,
+                input_parameters,
+            )?;
+            let outputs = task
+                .outputs
+                .iter()
+                .map(|o| (o.name.clone(), Some(task_output_uri(&task.id, &o.name))))
+                .collect();
+            out.push(task);
+            Expansion {
+                sinks: vec![id.clone()],
+                produced: Produced {
+                    outputs,
+                    leaf: Some(id.clone()),
+                },
+            }
+        };
+        if out.len() == start {
+            expansion.sinks = incoming.clone();
+        }
+
+        // Task-level exit handler and lifecycle hooks.
+        if let Some(on_exit) = call.on_exit.as_deref().filter(|t| !t.is_empty()) {
+            let handler = Call {
+                name: "onExit".into(),
+                template: Some(on_exit.to_string()),
+                ..Call::default()
+            };
+            let handler_scope = Scope {
+                role: TaskRole::ExitHandler,
+                ..scope.clone()
+            };
+            self.expand(
+                &handler,
+                &format!("{id}.onExit"),
+                &handler_scope,
+                &id,
+                expansion.sinks.clone(),
+                line,
+                siblings,
+                out,
+            )?;
+        }
+        for (hook_name, hook) in &call.hooks {
+            let handler = hook_call(&format!("hooks.{hook_name}"), hook);
+            let exit = hook_name == "exit";
+            let mut handler_scope = scope.clone();
+            handler_scope.role = if exit {
+                TaskRole::ExitHandler
+            } else {
+                TaskRole::Hook
+            };
+            if let Some(expression) = &hook.expression {
+                handler_scope.condition = Some(substitute(expression, &caller_vars));
+            }
+            let mut hook_siblings = siblings.clone();
+            if !call.name.is_empty() {
+                hook_siblings.insert(call.name.clone(), expansion.produced.clone());
+            }
+            let hook_incoming = if exit {
+                expansion.sinks.clone()
+            } else {
+                incoming.clone()
+            };
+            self.expand(
+                &handler,
+                &format!("{id}.hooks.{hook_name}"),
+                &handler_scope,
+                &id,
+                hook_incoming,
+                line,
+                &hook_siblings,
+                out,
+            )?;
+        }
+        Ok(expansion)
+    }
+
+    fn expand_dag(
+        &mut self,
+        calls: &[Call],
+        resolved: &Resolved,
+        scope: &Scope,
+        prefix: &str,
+        incoming: Vec<String>,
+        out: &mut Vec<Task>,
+    ) -> Result<Expansion> {
+        let template_line = resolved.line;
+        let doc = &resolved.set.document;
+        let local = resolved.set.path == self.path;
+        let lines: Vec<Option<usize>> = calls
+            .iter()
+            .map(|c| {
+                if local {
+                    doc.name_line_after(&c.name, template_line.unwrap_or(0))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, call) in calls.iter().enumerate() {
+            let line = lines.get(i).copied().flatten();
+            if call.name.is_empty() {
+                return Err(Error::Invalid {
+                    at: self.at(line.or(template_line)),
+                    what: format!("dag template `{}`", resolved.template.name),
+                    message: "a task has no `name`".into(),
+                });
+            }
+            if index.insert(call.name.as_str(), i).is_some() {
+                let line = if local {
+                    doc.name_line_after(&call.name, line.map_or(0, |l| l + 1))
+                } else {
+                    None
+                };
+                return Err(Error::DuplicateTask {
+                    at: self.at(line.or(template_line)),
+                    task: join(prefix, &call.name),
+                });
+            }
+        }
+        // Dependencies within the DAG, by index.
+        let mut dependencies: Vec<Vec<usize>> = Vec::with_capacity(calls.len());
+        for (i, call) in calls.iter().enumerate() {
+            let line = lines.get(i).copied().flatten();
+            let mut names: Vec<String> = call.dependencies.clone();
+            if let Some(expression) = call.depends.as_deref().filter(|d| !d.trim().is_empty()) {
+                let parsed = depends::dependencies(expression).map_err(|e| {
+                    let at = if local {
+                        doc.find_line_after("depends:", line.unwrap_or(0))
+                    } else {
+                        None
+                    };
+                    Error::DependsExpression {
+                        at: self.at(at.or(line)),
+                        expression: expression.to_string(),
+                        message: e.to_string(),
+                    }
+                })?;
+                for name in parsed {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+            let mut indices = Vec::new();
+            for name in names {
+                let Some(&j) = index.get(name.as_str()) else {
+                    return Err(Error::UnknownDependency {
+                        at: self.at(line),
+                        task: join(prefix, &call.name),
+                        dependency: name,
+                    });
+                };
+                if !indices.contains(&j) {
+                    indices.push(j);
+                }
+            }
+            dependencies.push(indices);
+        }
+        let order = dag_order(&dependencies).map_err(|cycle| Error::Cycle {
+            at: self.at(cycle.first().and_then(|&i| lines.get(i).copied().flatten())),
+            cycle: cycle
+                .iter()
+                .filter_map(|&i| calls.get(i))
+                .map(|c| join(prefix, &c.name))
+                .collect(),
+        })?;
+
+        let mut expansions: Vec<Option<Expansion>> = vec![None; calls.len()];
+        let mut slots: Vec<Vec<Task>> = vec![Vec::new(); calls.len()];
+        let mut siblings = Siblings::new();
+        for i in order {
+            let (Some(call), Some(deps)) = (calls.get(i), dependencies.get(i)) else {
+                continue;
+            };
+            let task_incoming = if deps.is_empty() {
+                incoming.clone()
+            } else {
+                let mut sinks = Vec::new();
+                for &j in deps {
+                    for sink in expansions
+                        .get(j)
+                        .and_then(Option::as_ref)
+                        .map(|e| e.sinks.as_slice())
+                        .unwrap_or(&[])
+                    {
+                        if !sinks.contains(sink) {
+                            sinks.push(sink.clone());
+                        }
+                    }
+                }
+                sinks
+            };
+            let line = lines.get(i).copied().flatten();
+            let referenced_by = join(prefix, &call.name);
+            let mut slot = Vec::new();
+            let expansion = self.expand(
+                call,
+                &referenced_by,
+                scope,
+                prefix,
+                task_incoming,
+                line,
+                &siblings,
+                &mut slot,
+            )?;
+            siblings.insert(call.name.clone(), expansion.produced.clone());
+            if let Some(target) = expansions.get_mut(i) {
+                *target = Some(expansion);
+            }
+            if let Some(target) = slots.get_mut(i) {
+                *target = slot;
+            }
+        }
+        for slot in slots {
+            out.extend(slot);
+        }
+        // Sinks: the sinks of DAG tasks no other DAG task depends on.
+        let depended: BTreeSet<usize> = dependencies.iter().flatten().copied().collect();
+        let mut sinks = Vec::new();
+        for (i, expansion) in expansions.iter().enumerate() {
+            if depended.contains(&i) {
+                continue;
+            }
+            for sink in expansion
+                .as_ref()
+                .map(|e| e.sinks.as_slice())
+                .unwrap_or(&[])
+            {
+                if !sinks.contains(sink) {
+                    sinks.push(sink.clone());
+                }
+            }
+        }
+        let produced = template_outputs(&resolved.template, scope, &siblings);
+        Ok(Expansion { sinks, produced })
+    }
+
+    fn expand_steps(
+        &mut self,
+        groups: &[raw::StepGroup],
+        resolved: &Resolved,
+        scope: &Scope,
+        prefix: &str,
+        incoming: Vec<String>,
+        out: &mut Vec<Task>,
+    ) -> Result<Expansion> {
+        let template_line = resolved.line;
+        let doc = &resolved.set.document;
+        let local = resolved.set.path == self.path;
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut siblings = Siblings::new();
+        let mut previous = incoming;
+        let mut search_from = template_line.unwrap_or(0);
+        for group in groups {
+            let mut group_sinks = Vec::new();
+            for call in &group.0 {
+                let line = if local {
+                    doc.name_line_after(&call.name, search_from)
+                } else {
+                    None
+                };
+                if let Some(line) = line {
+                    search_from = line + 1;
+                }
+                if call.name.is_empty() {
+                    return Err(Error::Invalid {
+                        at: self.at(line.or(template_line)),
+                        what: format!("steps template `{}`", resolved.template.name),
+                        message: "a step has no `name`".into(),
+                    });
+                }
+                if !seen.insert(call.name.as_str()) {
+                    return Err(Error::DuplicateTask {
+                        at: self.at(line.or(template_line)),
+                        task: join(prefix, &call.name),
+                    });
+                }
+                let referenced_by = join(prefix, &call.name);
+                let expansion = self.expand(
+                    call,
+                    &referenced_by,
+                    scope,
+                    prefix,
+                    previous.clone(),
+                    line,
+                    &siblings,
+                    out,
+                )?;
+                for sink in &expansion.sinks {
+                    if !group_sinks.contains(sink) {
+                        group_sinks.push(sink.clone());
+                    }
+                }
+                siblings.insert(call.name.clone(), expansion.produced);
+            }
+            if !group.0.is_empty() {
+                previous = group_sinks;
+            }
+        }
+        let produced = template_outputs(&resolved.template, scope, &siblings);
+        Ok(Expansion {
+            sinks: previous,
+            produced,
+        })
+    }
+
+    /// One executable task.
+    #[allow(clippy::too_many_arguments)]
+    fn leaf(
+        &mut self,
+        call: &Call,
+        resolved: &Resolved,
+        scope: &Scope,
+        id: &str,
+        incoming: Vec<String>,
+        line: Option<usize>,
+        input_parameters: BTreeMap<String, String>,
+    ) -> Result<Task> {
+        let template = &resolved.template;
+        let vars = &scope.vars;
+        let at_template = || self.at(resolved.line.or(line));
+        let (kind, containers, set_mounts): (TaskKind, Vec<&raw::Container>, &[raw::VolumeMount]) =
+            if let Some(container) = &template.container {
+                (TaskKind::Container, vec![container], &[])
+            } else if let Some(script) = &template.script {
+                if script.source.is_none() {
+                    return Err(Error::Invalid {
+                        at: at_template(),
+                        what: format!("script template `{}`", template.name),
+                        message: "`script` has no `source`".into(),
+                    });
+                }
+                (TaskKind::Script, vec![script], &[])
+            } else if let Some(set) = &template.container_set {
+                (
+                    TaskKind::Other,
+                    set.containers.iter().collect(),
+                    set.volume_mounts.as_slice(),
+                )
+            } else if template.resource.is_some() {
+                (TaskKind::Resource, Vec::new(), &[])
+            } else if template.suspend.is_some() {
+                (TaskKind::Suspend, Vec::new(), &[])
+            } else if template.http.is_some() {
+                (TaskKind::Http, Vec::new(), &[])
+            } else if template.plugin.is_some() {
+                (TaskKind::Plugin, Vec::new(), &[])
+            } else if template.data.is_some() {
+                (TaskKind::Other, Vec::new(), &[])
+            } else {
+                return Err(Error::Invalid {
+                    at: at_template(),
+                    what: format!("template `{}`", template.name),
+                    message: "it has no type (container, script, resource, suspend, http, plugin, containerSet, data, dag or steps)".into(),
+                });
+            };
+
+        let mut task = Task::new(id, template.name.clone(), kind);
+        task.depends_on = incoming;
+        task.fan_out = scope.fan_out;
+        task.condition = scope.condition.clone();
+        task.parallelism = scope.parallelism;
+        task.role = scope.role;
+        task.line = self
+            .local_line(&scope.set, line)
+            .or(self.local_line(&resolved.set, resolved.line));
+        task.retries = call
+            .retry_strategy
+            .as_ref()
+            .or(template.retry_strategy.as_ref())
+            .and_then(|r| r.limit.as_ref())
+            .and_then(|limit| parse_count(limit.as_str(), vars))
+            .unwrap_or(0);
+        task.image = containers
+            .iter()
+            .find_map(|c| c.image.as_deref())
+            .map(|i| substitute(i, vars));
+        task.gpus = containers
+            .iter()
+            .map(|c| container_gpus(c, vars))
+            .fold(0u32, u32::saturating_add);
+
+        let mut node_selector = self.node_selector.clone();
+        for (key, value) in &template.node_selector {
+            node_selector.insert(key.clone(), substitute(value.as_str(), vars));
+        }
+        task.node_selector = node_selector;
+
+        let mut params = input_parameters;
+        for container in &containers {
+            let words: Vec<String> = container
+                .command
+                .iter()
+                .chain(&container.args)
+                .map(|w| substitute(w.as_str(), vars))
+                .collect();
+            params.extend(flags_from_args(&words));
+        }
+        task.params = params;
+
+        // Inputs: declared artifacts, then PVC mounts.
+        for artifact in &template.inputs.artifacts {
+            let source = scope.input_artifacts.get(&artifact.name).cloned().flatten();
+            task.inputs.push(Input {
+                name: artifact.name.clone(),
+                source,
+                path: artifact.path.as_deref().map(|p| substitute(p, vars)),
+            });
+        }
+        let mounts: Vec<(String, String)> = containers
+            .iter()
+            .flat_map(|c| c.volume_mounts.iter())
+            .chain(set_mounts)
+            .filter_map(|m| {
+                let claim = scope.claims.get(&m.name)?;
+                Some((claim.clone(), substitute(&m.mount_path, vars)))
+            })
+            .collect();
+        let mount_names: Vec<&str> = containers
+            .iter()
+            .flat_map(|c| c.volume_mounts.iter())
+            .chain(set_mounts)
+            .filter(|m| scope.claims.contains_key(&m.name))
+            .map(|m| m.name.as_str())
+            .collect();
+        for ((claim, mount_path), name) in mounts.iter().zip(&mount_names) {
+            if task.inputs.iter().any(|i| i.name == *name) {
+                continue;
+            }
+            task.inputs.push(Input {
+                name: name.to_string(),
+                source: Some(pvc_uri(claim, mount_path)),
+                path: Some(mount_path.clone()),
+            });
+        }
+
+        // Outputs: artifacts, plus output parameters written under a PVC mount (KFP v1
+        // `file_outputs` on volumes).
+        for artifact in &template.outputs.artifacts {
+            let path = artifact.path.as_deref().map(|p| substitute(p, vars));
+            let location = artifacts::location(artifact, vars)
+                .or_else(|| path.as_deref().and_then(|p| pvc_location(&mounts, p)));
+            task.outputs.push(Output {
+                name: artifact.name.clone(),
+                location,
+                path,
+            });
+        }
+        for parameter in &template.outputs.parameters {
+            let Some(path) = parameter
+                .value_from
+                .as_ref()
+                .and_then(|v| v.path.as_deref())
+            else {
+                continue;
+            };
+            let path = substitute(path, vars);
+            if let Some(location) = pvc_location(&mounts, &path) {
+                if !task.outputs.iter().any(|o| o.name == parameter.name) {
+                    task.outputs.push(Output {
+                        name: parameter.name.clone(),
+                        location: Some(location),
+                        path: Some(path),
+                    });
+                }
+            }
+        }
+        Ok(task)
+    }
+}
+
+/// `pvc://<claim>/<path without leading slash>`.
+fn pvc_uri(claim: &str, path: &str) -> String {
+    format!("pvc://{claim}/{}", path.trim_start_matches('/'))
+}
+
+/// The PVC location of a file `path`, when it lies under one of the `(claim, mount path)`s.
+fn pvc_location(mounts: &[(String, String)], path: &str) -> Option<String> {
+    mounts
+        .iter()
+        .filter(|(_, mount)| {
+            let mount = mount.trim_end_matches('/');
+            !mount.is_empty()
+                && (path == mount
+                    || path
+                        .strip_prefix(mount)
+                        .is_some_and(|rest| rest.starts_with('/')))
+        })
+        .max_by_key(|(_, mount)| mount.len())
+        .map(|(claim, _)| pvc_uri(claim, path))
+}
+
+/// A nested template's output artifacts, resolved through its `from` references.
+fn template_outputs(template: &Template, scope: &Scope, siblings: &Siblings) -> Produced {
+    let outputs = template
+        .outputs
+        .artifacts
+        .iter()
+        .map(|a| {
+            (
+                a.name.clone(),
+                artifact_source(a, &scope.vars, scope, siblings),
+            )
+        })
+        .collect();
+    Produced {
+        outputs,
+        leaf: None,
+    }
+}
+
+/// Where an artifact argument (or a declared input / nested output) comes from.
+fn artifact_source(
+    artifact: &raw::Artifact,
+    vars: &Vars,
+    scope: &Scope,
+    siblings: &Siblings,
+) -> Option<String> {
+    let reference = match (&artifact.from, &artifact.from_expression) {
+        (Some(from), _) => artifacts::parse_from(from),
+        (None, Some(expression)) => artifacts::parse_from_expression(expression),
+        (None, None) => return artifacts::location(artifact, vars),
+    };
+    match reference? {
+        ArtifactRef::Input { artifact } => scope.input_artifacts.get(&artifact).cloned().flatten(),
+        ArtifactRef::Sibling { task, artifact } => {
+            let produced = siblings.get(&task)?;
+            match produced.outputs.get(&artifact) {
+                Some(source) => source.clone(),
+                None => produced
+                    .leaf
+                    .as_deref()
+                    .map(|leaf| task_output_uri(leaf, &artifact)),
+            }
+        }
+    }
+}
+
+/// GPUs one container asks for: limits, else requests, of each GPU resource.
+fn container_gpus(container: &raw::Container, vars: &Vars) -> u32 {
+    GPU_RESOURCES
+        .iter()
+        .filter_map(|resource| {
+            let value = container
+                .resources
+                .limits
+                .get(*resource)
+                .or_else(|| container.resources.requests.get(*resource))?;
+            parse_count(value.as_str(), vars)
+        })
+        .fold(0, u32::saturating_add)
+}
+
+/// A non-negative integer after substitution (`"3"`, `3`, `"{{inputs.parameters.n}}"`).
+fn parse_count(text: &str, vars: &Vars) -> Option<u32> {
+    let text = substitute(text, vars);
+    let text = text.trim().trim_matches(|c| c == '"' || c == '\'');
+    text.parse::<u32>().ok().or_else(|| {
+        let value = text.parse::<f64>().ok()?;
+        (value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= f64::from(u32::MAX))
+            .then_some(value as u32)
+    })
+}
+
+/// `withSequence`: `count`, or `end - start + 1`; dynamic when not known statically. A single
+/// item also fixes `{{item}}`.
+fn sequence_fan_out(sequence: &raw::Sequence, vars: &Vars, caller_vars: &mut Vars) -> FanOut {
+    let start = match &sequence.start {
+        Some(start) => parse_i64(start.as_str(), vars),
+        None => Some(0),
+    };
+    let count = if let Some(count) = &sequence.count {
+        parse_i64(count.as_str(), vars)
+    } else if let Some(end) = &sequence.end {
+        match (start, parse_i64(end.as_str(), vars)) {
+            (Some(start), Some(end)) => Some((end - start).abs() + 1),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    match count.and_then(|c| u32::try_from(c).ok()) {
+        Some(count) => {
+            if count == 1 {
+                if let Some(start) = start {
+                    caller_vars.insert("item".into(), start.to_string());
+                }
+            }
+            FanOut::Count(count)
+        }
+        None => FanOut::Dynamic,
+    }
+}
+
+fn parse_i64(text: &str, vars: &Vars) -> Option<i64> {
+    substitute(text, vars).trim().parse().ok()
+}
+
+/// Fan-out of a loop nested in another loop: counts multiply, anything dynamic is dynamic.
+fn combine_fan_out(outer: Option<FanOut>, inner: Option<FanOut>) -> Option<FanOut> {
+    match (outer, inner) {
+        (None, x) | (x, None) => x,
+        (Some(FanOut::Count(a)), Some(FanOut::Count(b))) => {
+            Some(FanOut::Count(a.saturating_mul(b)))
+        }
+        _ => Some(FanOut::Dynamic),
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// Kahn's algorithm over DAG-task indices, lowest ready index first; on a cycle, the indices
+/// of one cycle (first repeated at the end).
+fn dag_order(dependencies: &[Vec<usize>]) -> std::result::Result<Vec<usize>, Vec<usize>> {
+    let n = dependencies.len();
+    let mut remaining: Vec<usize> = dependencies.iter().map(Vec::len).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, deps) in dependencies.iter().enumerate() {
+        for &j in deps {
+            if let Some(list) = dependents.get_mut(j) {
+                list.push(i);
+            }
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| remaining.get(i) == Some(&0)).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &k in dependents.get(i).map(Vec::as_slice).unwrap_or(&[]) {
+            if let Some(count) = remaining.get_mut(k) {
+                *count -= 1;
+                if *count == 0 {
+                    ready.insert(k);
+                }
+            }
+        }
+    }
+    if order.len() == n {
+        return Ok(order);
+    }
+    // Walk dependencies among the unfinished tasks until one repeats.
+    let done: BTreeSet<usize> = order.into_iter().collect();
+    let Some(mut current) = (0..n).find(|i| !done.contains(i)) else {
+        return Err(Vec::new());
+    };
+    let mut path: Vec<usize> = Vec::new();
+    loop {
+        if let Some(pos) = path.iter().position(|&p| p == current) {
+            let mut cycle: Vec<usize> = path.split_off(pos);
+            cycle.reverse();
+            if let Some(&first) = cycle.first() {
+                cycle.push(first);
+            }
+            return Err(cycle);
+        }
+        path.push(current);
+        match dependencies
+            .get(current)
+            .and_then(|deps| deps.iter().find(|d| !done.contains(d)))
+        {
+            Some(&next) => current = next,
+            None => return Err(path),
+        }
+    }
+}

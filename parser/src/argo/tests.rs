@@ -1,0 +1,1 @@
+//! Tests of the Argo front end on small hand-written workflows.
