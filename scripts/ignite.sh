@@ -1,0 +1,342 @@
+#!/usr/bin/env bash
+# Local Apache Ignite 2.x clusters for kfcache's tests and benchmarks.
+#
+#   scripts/ignite.sh setup
+#   scripts/ignite.sh start N [--name CLUSTER] [--base-port 10800] [--discovery-port P]
+#                             [--comm-port P] [--region-mb 256] [--heap 512m] [--timeout 180]
+#   scripts/ignite.sh stop [CLUSTER]          (no CLUSTER: every cluster this script started)
+#   scripts/ignite.sh stop-node CLUSTER INDEX
+#   scripts/ignite.sh start-node CLUSTER INDEX
+#   scripts/ignite.sh restart-node CLUSTER INDEX
+#   scripts/ignite.sh status
+#   scripts/ignite.sh healthy CLUSTER         (exit 0 if every node runs and answers a handshake)
+#   scripts/ignite.sh addrs CLUSTER           (prints host:port,host:port,...)
+#
+# Nodes are plain JVMs running scripts/ignite/KfcacheNode.java against the ignite-core jars that
+# `setup` fetches with Maven into .cache/ignite (once; later runs reuse them). Everything listens
+# on 127.0.0.1. Per-cluster state (pids, logs, ready markers, work dirs) lives in
+# .cache/ignite/state/CLUSTER. Ports default from --base-port so that two clusters never clash:
+# offset = base-port - 10800, discovery = 47500 + 10*offset (range of 10), communication =
+# 47100 + offset + index, client = base-port + index.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE_DIR="${KFCACHE_IGNITE_CACHE:-$ROOT/.cache/ignite}"
+LIB_DIR="$CACHE_DIR/lib"
+CLASS_DIR="$CACHE_DIR/classes"
+STATE_ROOT="$CACHE_DIR/state"
+POM="$ROOT/scripts/ignite/pom.xml"
+NODE_SRC="$ROOT/scripts/ignite/KfcacheNode.java"
+PROBE="$ROOT/scripts/lib/ignite_probe.py"
+
+log() { echo "ignite.sh: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Flags Ignite 2.x needs on Java 17 (the list Ignite's own bin/include/jvmdefaults.sh passes).
+JAVA17_OPENS=(
+  --add-opens=java.base/jdk.internal.access=ALL-UNNAMED
+  --add-opens=java.base/jdk.internal.misc=ALL-UNNAMED
+  --add-opens=java.base/sun.nio.ch=ALL-UNNAMED
+  --add-opens=java.base/sun.util.calendar=ALL-UNNAMED
+  --add-opens=java.management/com.sun.jmx.mbeanserver=ALL-UNNAMED
+  --add-opens=jdk.internal.jvmstat/sun.jvmstat.monitor=ALL-UNNAMED
+  --add-opens=java.base/sun.reflect.generics.reflectiveObjects=ALL-UNNAMED
+  --add-opens=jdk.management/com.sun.management.internal=ALL-UNNAMED
+  --add-opens=java.base/java.io=ALL-UNNAMED
+  --add-opens=java.base/java.nio=ALL-UNNAMED
+  --add-opens=java.base/java.net=ALL-UNNAMED
+  --add-opens=java.base/java.util=ALL-UNNAMED
+  --add-opens=java.base/java.util.concurrent=ALL-UNNAMED
+  --add-opens=java.base/java.util.concurrent.locks=ALL-UNNAMED
+  --add-opens=java.base/java.util.concurrent.atomic=ALL-UNNAMED
+  --add-opens=java.base/java.lang=ALL-UNNAMED
+  --add-opens=java.base/java.lang.invoke=ALL-UNNAMED
+  --add-opens=java.base/java.lang.reflect=ALL-UNNAMED
+  --add-opens=java.base/java.math=ALL-UNNAMED
+  --add-opens=java.base/java.text=ALL-UNNAMED
+  --add-opens=java.base/java.time=ALL-UNNAMED
+  --add-opens=java.sql/java.sql=ALL-UNNAMED
+)
+
+# --- setup -------------------------------------------------------------------------------------
+
+setup() {
+  command -v java >/dev/null || die "java not found (Java 17 is required)"
+  local stamp="$LIB_DIR/.pom.sha256" want
+  want="$(sha256sum "$POM" | cut -d' ' -f1)"
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    command -v mvn >/dev/null || die "mvn not found (needed once to fetch the Ignite jars)"
+    log "fetching Ignite jars into $LIB_DIR"
+    rm -rf "$LIB_DIR"
+    mkdir -p "$LIB_DIR"
+    mvn -q -B -f "$POM" -Dmaven.repo.local="$CACHE_DIR/m2" \
+      dependency:copy-dependencies -DoutputDirectory="$LIB_DIR" >&2 \
+      || die "mvn dependency:copy-dependencies failed"
+    echo "$want" >"$stamp"
+  fi
+  if [[ ! -f "$CLASS_DIR/KfcacheNode.class" || "$NODE_SRC" -nt "$CLASS_DIR/KfcacheNode.class" \
+        || "$stamp" -nt "$CLASS_DIR/KfcacheNode.class" ]]; then
+    log "compiling KfcacheNode.java"
+    mkdir -p "$CLASS_DIR"
+    javac -nowarn -d "$CLASS_DIR" -cp "$LIB_DIR/*" "$NODE_SRC" >&2 || die "javac failed"
+  fi
+}
+
+# --- process helpers ---------------------------------------------------------------------------
+
+# True if PID is alive and is a node of CLUSTER (guards against reused pids).
+is_our_node() {
+  local pid="$1" cluster="$2"
+  [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "-Dkfcache.cluster=$cluster " || return 1
+}
+
+node_pid() { cat "$STATE_ROOT/$1/node-$2.pid" 2>/dev/null || true; }
+
+stop_pid() {
+  local pid="$1" cluster="$2" grace="${3:-20}"
+  is_our_node "$pid" "$cluster" || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  local waited=0
+  while is_our_node "$pid" "$cluster"; do
+    if ((waited >= grace * 10)); then
+      log "node pid $pid of $cluster ignored TERM for ${grace}s; sending KILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.2
+      break
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+}
+
+load_cluster() {
+  local cluster="$1"
+  [[ -f "$STATE_ROOT/$cluster/cluster.env" ]] || die "no cluster named '$cluster' (see: status)"
+  # shellcheck disable=SC1090
+  source "$STATE_ROOT/$cluster/cluster.env"
+}
+
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+launch_node() {
+  local cluster="$1" index="$2" dir="$STATE_ROOT/$1"
+  local client_port=$((BASE_PORT + index)) comm_port=$((COMM_PORT + index))
+  port_in_use "$client_port" && die "127.0.0.1:$client_port is already in use (not by $cluster)"
+  rm -f "$dir/node-$index.ready" "$dir/node-$index.ready.tmp"
+  rm -rf "$dir/work-$index"
+  mkdir -p "$dir/work-$index"
+  nohup java -server -Xms"$HEAP" -Xmx"$HEAP" -XX:+UseG1GC \
+    -XX:MaxDirectMemorySize=256m \
+    -Djava.net.preferIPv4Stack=true \
+    -DIGNITE_QUIET=true -DIGNITE_UPDATE_NOTIFIER=false -DIGNITE_NO_ASCII=true \
+    -DIGNITE_PERFORMANCE_SUGGESTIONS_DISABLED=true \
+    "${JAVA17_OPENS[@]}" \
+    -Dkfcache.cluster="$cluster" -Dkfcache.index="$index" -Dkfcache.servers="$SERVERS" \
+    -Dkfcache.discoveryPort="$DISCOVERY_PORT" -Dkfcache.commPort="$comm_port" \
+    -Dkfcache.clientPort="$client_port" -Dkfcache.regionMb="$REGION_MB" \
+    -Dkfcache.workDir="$dir/work-$index" -Dkfcache.readyFile="$dir/node-$index.ready" \
+    -cp "$CLASS_DIR:$LIB_DIR/*" KfcacheNode \
+    </dev/null >>"$dir/node-$index.log" 2>&1 &
+  echo $! >"$dir/node-$index.pid"
+}
+
+# Waits until the given nodes wrote their ready markers and answer a thin-client handshake.
+wait_ready() {
+  local cluster="$1"; shift
+  local dir="$STATE_ROOT/$cluster" deadline=$((SECONDS + TIMEOUT)) index pid addrs=()
+  for index in "$@"; do
+    while [[ ! -f "$dir/node-$index.ready" ]]; do
+      pid="$(node_pid "$cluster" "$index")"
+      if ! is_our_node "$pid" "$cluster"; then
+        log "node $cluster-$index (pid $pid) exited before it was ready; last log lines:"
+        tail -n 40 "$dir/node-$index.log" >&2 || true
+        return 1
+      fi
+      if ((SECONDS >= deadline)); then
+        log "node $cluster-$index not ready after ${TIMEOUT}s; last log lines:"
+        tail -n 40 "$dir/node-$index.log" >&2 || true
+        return 1
+      fi
+      sleep 0.2
+    done
+    addrs+=("127.0.0.1:$((BASE_PORT + index))")
+  done
+  until python3 "$PROBE" "${addrs[@]}" >"$dir/probe.out" 2>&1; do
+    if ((SECONDS >= deadline)); then
+      log "thin-client handshake failed after ${TIMEOUT}s:"
+      cat "$dir/probe.out" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# --- commands ----------------------------------------------------------------------------------
+
+cmd_start() {
+  local servers="${1:-}"; shift || true
+  [[ "$servers" =~ ^[1-9][0-9]*$ ]] || die "usage: start N [--name CLUSTER] [--base-port P] ..."
+  ((servers <= 10)) || die "at most 10 nodes per cluster (discovery range is 10 ports)"
+  local cluster="" base_port=10800 discovery_port="" comm_port="" region_mb=256 heap=512m
+  local timeout=180
+  while (($#)); do
+    case "$1" in
+      --name) cluster="$2"; shift 2 ;;
+      --base-port) base_port="$2"; shift 2 ;;
+      --discovery-port) discovery_port="$2"; shift 2 ;;
+      --comm-port) comm_port="$2"; shift 2 ;;
+      --region-mb) region_mb="$2"; shift 2 ;;
+      --heap) heap="$2"; shift 2 ;;
+      --timeout) timeout="$2"; shift 2 ;;
+      *) die "unknown option $1" ;;
+    esac
+  done
+  local offset=$((base_port - 10800))
+  ((offset >= 0 && offset < 100)) || [[ -n "$discovery_port" && -n "$comm_port" ]] \
+    || die "--base-port outside 10800..10899 needs --discovery-port and --comm-port"
+  cluster="${cluster:-ignite-$base_port}"
+  [[ "$cluster" =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad cluster name '$cluster'"
+  discovery_port="${discovery_port:-$((47500 + 10 * offset))}"
+  comm_port="${comm_port:-$((47100 + offset))}"
+
+  setup
+  local dir="$STATE_ROOT/$cluster"
+  if [[ -d "$dir" ]]; then
+    log "stopping leftovers of cluster $cluster"
+    cmd_stop "$cluster"
+  fi
+  mkdir -p "$dir"
+  cat >"$dir/cluster.env" <<EOF
+SERVERS=$servers
+BASE_PORT=$base_port
+DISCOVERY_PORT=$discovery_port
+COMM_PORT=$comm_port
+REGION_MB=$region_mb
+HEAP=$heap
+TIMEOUT=$timeout
+EOF
+  load_cluster "$cluster"
+  log "starting $cluster: $servers node(s), client ports $base_port..$((base_port + servers - 1)), discovery $discovery_port..$((discovery_port + 9))"
+  local index started=$SECONDS
+  for ((index = 0; index < servers; index++)); do
+    launch_node "$cluster" "$index"
+  done
+  if ! wait_ready "$cluster" $(seq 0 $((servers - 1))); then
+    cmd_stop "$cluster"
+    die "cluster $cluster failed to start (logs kept in $dir)"
+  fi
+  log "cluster $cluster ready in $((SECONDS - started))s: $(cmd_addrs "$cluster")"
+}
+
+cmd_stop() {
+  local clusters=()
+  if (($#)); then
+    clusters=("$1")
+  elif [[ -d "$STATE_ROOT" ]]; then
+    mapfile -t clusters < <(find "$STATE_ROOT" -mindepth 1 -maxdepth 1 -type d -printf '%f\n')
+  fi
+  local cluster pidfile pid
+  for cluster in "${clusters[@]}"; do
+    [[ -d "$STATE_ROOT/$cluster" ]] || continue
+    # TERM every node first so they shut down in parallel, then wait for each.
+    for pidfile in "$STATE_ROOT/$cluster"/node-*.pid; do
+      [[ -f "$pidfile" ]] || continue
+      pid="$(cat "$pidfile")"
+      is_our_node "$pid" "$cluster" && kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pidfile in "$STATE_ROOT/$cluster"/node-*.pid; do
+      [[ -f "$pidfile" ]] || continue
+      stop_pid "$(cat "$pidfile")" "$cluster"
+      rm -f "$pidfile"
+    done
+    rm -rf "$STATE_ROOT/$cluster"/work-* "$STATE_ROOT/$cluster"/node-*.ready
+    log "stopped $cluster"
+  done
+}
+
+cmd_stop_node() {
+  local cluster="$1" index="$2"
+  load_cluster "$cluster"
+  stop_pid "$(node_pid "$cluster" "$index")" "$cluster"
+  rm -f "$STATE_ROOT/$cluster/node-$index.pid" "$STATE_ROOT/$cluster/node-$index.ready"
+  log "stopped node $cluster-$index"
+}
+
+cmd_start_node() {
+  local cluster="$1" index="$2"
+  load_cluster "$cluster"
+  setup
+  is_our_node "$(node_pid "$cluster" "$index")" "$cluster" && die "node $cluster-$index is running"
+  launch_node "$cluster" "$index"
+  wait_ready "$cluster" "$index" || die "node $cluster-$index failed to start"
+  log "started node $cluster-$index"
+}
+
+cmd_addrs() {
+  local cluster="$1" index out=()
+  load_cluster "$cluster"
+  for ((index = 0; index < SERVERS; index++)); do
+    out+=("127.0.0.1:$((BASE_PORT + index))")
+  done
+  (IFS=,; echo "${out[*]}")
+}
+
+cmd_healthy() {
+  local cluster="$1" index addrs=()
+  [[ -f "$STATE_ROOT/$cluster/cluster.env" ]] || return 1
+  load_cluster "$cluster"
+  for ((index = 0; index < SERVERS; index++)); do
+    is_our_node "$(node_pid "$cluster" "$index")" "$cluster" || return 1
+    addrs+=("127.0.0.1:$((BASE_PORT + index))")
+  done
+  python3 "$PROBE" "${addrs[@]}" >/dev/null 2>&1
+}
+
+cmd_status() {
+  [[ -d "$STATE_ROOT" ]] || { echo "no clusters"; return 0; }
+  local cluster index pid state rc=0 any=0
+  for cluster in $(find "$STATE_ROOT" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort); do
+    [[ -f "$STATE_ROOT/$cluster/cluster.env" ]] || continue
+    any=1
+    (
+      load_cluster "$cluster"
+      for ((index = 0; index < SERVERS; index++)); do
+        pid="$(node_pid "$cluster" "$index")"
+        if is_our_node "$pid" "$cluster"; then
+          state="running pid=$pid $(python3 "$PROBE" "127.0.0.1:$((BASE_PORT + index))" 2>&1 \
+            | cut -d' ' -f2-)"
+        else
+          state="stopped"
+        fi
+        echo "$cluster-$index 127.0.0.1:$((BASE_PORT + index)) $state"
+      done
+    ) || rc=1
+  done
+  ((any)) || echo "no clusters"
+  return $rc
+}
+
+main() {
+  local command="${1:-}"; shift || true
+  case "$command" in
+    setup) setup ;;
+    start) cmd_start "$@" ;;
+    stop) cmd_stop "$@" ;;
+    stop-node) (($# == 2)) || die "usage: stop-node CLUSTER INDEX"; cmd_stop_node "$@" ;;
+    start-node) (($# == 2)) || die "usage: start-node CLUSTER INDEX"; cmd_start_node "$@" ;;
+    restart-node)
+      (($# == 2)) || die "usage: restart-node CLUSTER INDEX"
+      cmd_stop_node "$@"
+      cmd_start_node "$@"
+      ;;
+    status) cmd_status ;;
+    healthy) (($# == 1)) || die "usage: healthy CLUSTER"; cmd_healthy "$1" ;;
+    addrs) (($# == 1)) || die "usage: addrs CLUSTER"; cmd_addrs "$1" ;;
+    *) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,140 @@
+/*
+ * KfcacheNode: one Apache Ignite 2.x server node for kfcache's tests and benchmarks.
+ *
+ * The node is configured in code (no Spring XML) from system properties set by
+ * scripts/ignite.sh, and everything it opens listens on 127.0.0.1 only:
+ *
+ *   kfcache.cluster        cluster name (instance names are "<cluster>-<index>")
+ *   kfcache.index          node index within the cluster, 0-based
+ *   kfcache.servers        number of server nodes the cluster should reach before "ready"
+ *   kfcache.discoveryPort  first discovery port; the cluster uses port..port+9
+ *   kfcache.commPort       this node's communication port
+ *   kfcache.clientPort     this node's thin-client port (no port range)
+ *   kfcache.regionMb       default data region size in MiB (in-memory, page eviction on)
+ *   kfcache.workDir        this node's work directory
+ *   kfcache.readyFile      written once the cluster has `servers` server nodes
+ *
+ * Readiness is decided by the node itself: it writes the ready file once it sees the expected
+ * number of server nodes in the topology. The script additionally probes each client port with
+ * a thin-client handshake before it calls the cluster ready.
+ */
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.nio.file.StandardCopyOption;
+import java.util.Collections;
+
+import org.apache.ignite.Ignite;
+import org.apache.ignite.Ignition;
+import org.apache.ignite.configuration.ClientConnectorConfiguration;
+import org.apache.ignite.configuration.DataPageEvictionMode;
+import org.apache.ignite.configuration.DataRegionConfiguration;
+import org.apache.ignite.configuration.DataStorageConfiguration;
+import org.apache.ignite.configuration.IgniteConfiguration;
+import org.apache.ignite.failure.NoOpFailureHandler;
+import org.apache.ignite.spi.communication.tcp.TcpCommunicationSpi;
+import org.apache.ignite.spi.discovery.tcp.TcpDiscoverySpi;
+import org.apache.ignite.spi.discovery.tcp.ipfinder.vm.TcpDiscoveryVmIpFinder;
+
+public final class KfcacheNode {
+    private static String prop(String name) {
+        String value = System.getProperty("kfcache." + name);
+        if (value == null || value.isEmpty()) {
+            throw new IllegalArgumentException("missing system property -Dkfcache." + name);
+        }
+        return value;
+    }
+
+    private static int intProp(String name) {
+        return Integer.parseInt(prop(name));
+    }
+
+    public static void main(String[] args) throws Exception {
+        String cluster = prop("cluster");
+        int index = intProp("index");
+        int servers = intProp("servers");
+        int discoveryPort = intProp("discoveryPort");
+        int commPort = intProp("commPort");
+        int clientPort = intProp("clientPort");
+        long regionBytes = Long.parseLong(prop("regionMb")) * 1024L * 1024L;
+        String workDir = prop("workDir");
+        Path readyFile = Paths.get(prop("readyFile"));
+
+        TcpDiscoveryVmIpFinder ipFinder = new TcpDiscoveryVmIpFinder();
+        ipFinder.setAddresses(Collections.singletonList(
+            "127.0.0.1:" + discoveryPort + ".." + (discoveryPort + 9)));
+
+        TcpDiscoverySpi discovery = new TcpDiscoverySpi();
+        discovery.setIpFinder(ipFinder);
+        discovery.setLocalAddress("127.0.0.1");
+        discovery.setLocalPort(discoveryPort);
+        discovery.setLocalPortRange(9);
+
+        TcpCommunicationSpi communication = new TcpCommunicationSpi();
+        communication.setLocalAddress("127.0.0.1");
+        communication.setLocalPort(commPort);
+        communication.setLocalPortRange(0);
+
+        ClientConnectorConfiguration clientConnector = new ClientConnectorConfiguration();
+        clientConnector.setHost("127.0.0.1");
+        clientConnector.setPort(clientPort);
+        clientConnector.setPortRange(0);
+        clientConnector.setSocketSendBufferSize(4 * 1024 * 1024);
+        clientConnector.setSocketReceiveBufferSize(4 * 1024 * 1024);
+        clientConnector.setTcpNoDelay(true);
+
+        // In-memory only, bounded, with page eviction so a full region evicts old entries
+        // instead of failing the node.
+        DataRegionConfiguration region = new DataRegionConfiguration();
+        region.setName("default");
+        region.setInitialSize(Math.min(regionBytes, 64L * 1024L * 1024L));
+        region.setMaxSize(regionBytes);
+        region.setPageEvictionMode(DataPageEvictionMode.RANDOM_2_LRU);
+        region.setPersistenceEnabled(false);
+
+        DataStorageConfiguration storage = new DataStorageConfiguration();
+        storage.setDefaultDataRegionConfiguration(region);
+
+        IgniteConfiguration cfg = new IgniteConfiguration();
+        cfg.setIgniteInstanceName(cluster + "-" + index);
+        cfg.setConsistentId(cluster + "-" + index);
+        cfg.setLocalHost("127.0.0.1");
+        cfg.setWorkDirectory(workDir);
+        cfg.setDiscoverySpi(discovery);
+        cfg.setCommunicationSpi(communication);
+        cfg.setClientConnectorConfiguration(clientConnector);
+        cfg.setDataStorageConfiguration(storage);
+        cfg.setPeerClassLoadingEnabled(false);
+        // The legacy REST/binary connector is not used by kfcache; keep the node to the
+        // discovery, communication and thin-client ports.
+        cfg.setConnectorConfiguration(null);
+        cfg.setMetricsLogFrequency(0);
+        cfg.setFailureDetectionTimeout(5_000);
+        // A test cluster must not halt itself on a critical error (for example a full region):
+        // tests should see the error through the client instead.
+        cfg.setFailureHandler(new NoOpFailureHandler());
+
+        Ignite ignite = Ignition.start(cfg);
+
+        while (ignite.cluster().forServers().nodes().size() < servers) {
+            Thread.sleep(100);
+        }
+
+        String marker = "ready " + cluster + "-" + index + " servers="
+            + ignite.cluster().forServers().nodes().size() + " clientPort=" + clientPort + "\n";
+        writeAtomically(readyFile, marker);
+        System.out.println("KFCACHE-NODE-READY " + marker.trim());
+        System.out.flush();
+        // The node keeps running on Ignite's own non-daemon threads; TERM runs Ignite's shutdown
+        // hook, which stops the node cleanly.
+    }
+
+    private static void writeAtomically(Path target, String content) throws IOException {
+        Path tmp = target.resolveSibling(target.getFileName() + ".tmp");
+        Files.write(tmp, content.getBytes(StandardCharsets.UTF_8));
+        Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+    }
+}

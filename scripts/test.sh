@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs kfcache's whole test suite against real services: starts Ignite (1-node and 3-node
+# clusters) and moto with scripts/services.sh, runs `cargo test --workspace` with their
+# addresses in the environment, and always stops the services again. Exits with cargo's status.
+# Extra arguments go to cargo test.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+trap '"$ROOT/scripts/services.sh" down' EXIT
+
+"$ROOT/scripts/services.sh" up || exit 1
+eval "$("$ROOT/scripts/services.sh" env)" || exit 1
+
+cargo test --workspace "$@"
