@@ -26,8 +26,8 @@ use super::spec::{
     TaskSpec,
 };
 use super::values::{
-    as_count, is_gpu_type, normalize_uri, render_json, substitute_placeholders, ArtifactValue,
-    ParamValue,
+    as_count, is_gpu_type, normalize_uri, render_json, rewrite_condition, substitute_placeholders,
+    ArtifactValue, ParamValue,
 };
 use crate::document::Document;
 use crate::error::{Error, Location, Result};
@@ -44,6 +44,9 @@ pub(crate) const MAX_TASKS: usize = 100_000;
 
 /// The KFP `triggerPolicy.strategy` of exit handlers and `ignore_upstream_failure` tasks.
 const ALL_UPSTREAM_TASKS_COMPLETED: &str = "ALL_UPSTREAM_TASKS_COMPLETED";
+
+/// The prefix of the inputs the KFP compiler adds to pass values into DAGs and placeholders.
+const PIPELINE_CHANNEL: &str = "pipelinechannel--";
 
 /// Launcher flags the KFP SDK puts on every Python component; they are not training
 /// parameters.
@@ -165,10 +168,12 @@ pub(crate) fn flatten(
     } else if program.root.executor_label.is_some() {
         // A compiled single component: the root is itself the one executable task.
         let name = program.name.clone();
-        let mut task = TaskSpec::default();
-        task.component_ref = Some(super::spec::ComponentRef {
-            name: Some(name.clone()),
-        });
+        let mut task = TaskSpec {
+            component_ref: Some(super::spec::ComponentRef {
+                name: Some(name.clone()),
+            }),
+            ..Default::default()
+        };
         for input in program.root.input_definitions.parameters.keys() {
             task.inputs.parameters.0.push((
                 input.clone(),
@@ -569,6 +574,16 @@ impl Flattener<'_> {
                 }
             }
         }
+        // Constants may refer to the task's other inputs (`accelerator_count:
+        // '{{$.inputs.parameters['pipelinechannel--limit']}}'`).
+        let snapshot = params.clone();
+        for value in params.values_mut() {
+            if let ParamValue::Known(Value::String(text)) = value {
+                if text.contains("{{$.inputs.parameters[") {
+                    *text = substitute_placeholders(text, &snapshot);
+                }
+            }
+        }
         let mut artifacts: BTreeMap<String, ArtifactValue> = BTreeMap::new();
         let mut artifact_order: Vec<String> = Vec::new();
         for (input, source) in spec.inputs.artifacts.iter() {
@@ -583,11 +598,11 @@ impl Flattener<'_> {
             .as_ref()
             .and_then(|t| t.condition.as_deref())
         {
-            let condition = condition.trim();
+            let condition = rewrite_condition(condition.trim(), &params);
             if !condition.is_empty() {
                 here.condition = Some(match &frame.condition {
                     Some(outer) => format!("{outer} && {condition}"),
-                    None => condition.to_string(),
+                    None => condition,
                 });
             }
         }
@@ -752,13 +767,18 @@ impl Flattener<'_> {
                 .map(|v| substitute_placeholders(&render_json(v), &params))
                 .collect();
             for (flag, value) in flags_from_args(&argv) {
-                if !KFP_LAUNCHER_FLAGS.contains(&flag.as_str()) {
+                // Values still holding a KFP placeholder are artifact paths and URIs, not
+                // training parameters.
+                if !KFP_LAUNCHER_FLAGS.contains(&flag.as_str()) && !value.contains("{{$") {
                     task.params.entry(flag).or_insert(value);
                 }
             }
         }
         for (input, value) in &params {
-            task.params.insert(input.clone(), value.render());
+            // `pipelinechannel--…` inputs only carry values into placeholders.
+            if !input.starts_with(PIPELINE_CHANNEL) {
+                task.params.insert(input.clone(), value.render());
+            }
         }
 
         for input in artifact_order {

@@ -118,13 +118,13 @@ fn from_yaml<T: DeserializeOwned>(path: &Path, document: &Document) -> Result<T>
                 serde_path_to_error::Segment::Map { key } => Some(key.as_str()),
                 _ => None,
             })
-            .fold(Some(document.first_line), |after, key| {
-                after
-                    .and_then(|after| document.find_line_after(&format!("{key}:"), after))
-                    .or(after)
+            .fold(document.first_line, |after, key| {
+                document
+                    .find_line_after(&format!("{key}:"), after)
+                    .unwrap_or(after)
             });
         Error::Invalid {
-            at: Location::at(path, line),
+            at: Location::at(path, Some(line)),
             what: format!("`{field}`"),
             message: e.into_inner().to_string(),
         }

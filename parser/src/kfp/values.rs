@@ -196,6 +196,45 @@ pub(crate) fn substitute_placeholders(text: &str, params: &BTreeMap<String, Para
     out
 }
 
+/// Make a `triggerPolicy.condition` readable on its own: each
+/// `inputs.parameter_values['name']` (the condition's view of the task's inputs) becomes the
+/// resolved value: a placeholder such as `{{tasks.flip-coin.outputs.Output}}` for run-time
+/// values, a quoted string or a JSON literal for known ones. Unknown names are left as they are.
+pub(crate) fn rewrite_condition(condition: &str, params: &BTreeMap<String, ParamValue>) -> String {
+    const OPEN: &str = "inputs.parameter_values[";
+    let mut out = String::with_capacity(condition.len());
+    let mut rest = condition;
+    while let Some(start) = rest.find(OPEN) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + OPEN.len()..];
+        let replaced = after.find(']').and_then(|end| {
+            let quoted = after.get(..end)?.trim();
+            let name = quoted
+                .strip_prefix('\'')
+                .and_then(|s| s.strip_suffix('\''))
+                .or_else(|| quoted.strip_prefix('"').and_then(|s| s.strip_suffix('"')))?;
+            let text = match params.get(name)? {
+                ParamValue::Runtime(placeholder) => placeholder.clone(),
+                ParamValue::Known(Value::String(s)) => format!("'{}'", s.replace('\'', "\\'")),
+                ParamValue::Known(other) => other.to_string(),
+            };
+            Some((text, end + 1))
+        });
+        match replaced {
+            Some((text, consumed)) => {
+                out.push_str(&text);
+                rest = &after[consumed..];
+            }
+            None => {
+                out.push_str(OPEN);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A non-negative count from a JSON number or a numeric string (`2`, `"2"`, `2.0`).
 pub(crate) fn as_count(value: &Value) -> Option<u32> {
     let number = match value {
@@ -254,6 +293,34 @@ mod tests {
         assert_eq!(
             substitute_placeholders(text, &params),
             "--epochs=50 0.01 {{$.inputs.parameters['missing']}}"
+        );
+    }
+
+    #[test]
+    fn conditions_name_their_sources() {
+        let mut params = BTreeMap::new();
+        params.insert(
+            "pipelinechannel--flip-Output".to_string(),
+            ParamValue::Runtime("{{tasks.flip.outputs.Output}}".into()),
+        );
+        params.insert(
+            "pipelinechannel--n".to_string(),
+            ParamValue::Known(json!(3)),
+        );
+        params.insert(
+            "pipelinechannel--s".to_string(),
+            ParamValue::Known(json!("a")),
+        );
+        assert_eq!(
+            rewrite_condition(
+                "inputs.parameter_values['pipelinechannel--flip-Output'] == 'heads' && \
+                 int(inputs.parameter_values['pipelinechannel--n']) > 2 && \
+                 inputs.parameter_values['pipelinechannel--s'] == 'a' && \
+                 inputs.parameter_values['other'] == 1",
+                &params
+            ),
+            "{{tasks.flip.outputs.Output}} == 'heads' && int(3) > 2 && 'a' == 'a' && \
+             inputs.parameter_values['other'] == 1"
         );
     }
 
