@@ -11,7 +11,7 @@
 //! Parameters, loop fan-out, `when` conditions, parallelism and the task role flow down through
 //! a [`Scope`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,6 +28,10 @@ use crate::params::flags_from_args;
 
 /// How deep templates may nest (and recursive templates expand) before expansion stops.
 pub const MAX_DEPTH: usize = 64;
+
+/// How many calls one workflow may expand into, so that templates nested wide and deep (each
+/// level calling the next several times) cannot grow without bound.
+pub const MAX_EXPANDED_CALLS: usize = 50_000;
 
 /// GPU resource names counted into [`Task::gpus`].
 const GPU_RESOURCES: &[&str] = &["nvidia.com/gpu", "amd.com/gpu"];
@@ -96,6 +100,8 @@ pub(crate) fn flatten(
         workflow_vars: workflow_vars.clone(),
         claims,
         node_selector,
+        expanded: 0,
+        lines: HashMap::new(),
     };
     let root = Scope {
         set: Arc::clone(&set),
@@ -135,12 +141,11 @@ pub(crate) fn flatten(
     )?;
 
     // Workflow-level exit handler and hooks.
-    let depended: BTreeSet<&str> = tasks
-        .iter()
+    let main = || tasks.iter().filter(|t| t.role == TaskRole::Main);
+    let depended: BTreeSet<&str> = main()
         .flat_map(|t| t.depends_on.iter().map(String::as_str))
         .collect();
-    let main_sinks: Vec<String> = tasks
-        .iter()
+    let main_sinks: Vec<String> = main()
         .filter(|t| !depended.contains(t.id.as_str()))
         .map(|t| t.id.clone())
         .collect();
@@ -262,6 +267,11 @@ struct Flattener<'p, 'r, 'o> {
     workflow_vars: Vars,
     claims: BTreeMap<String, String>,
     node_selector: BTreeMap<String, String>,
+    /// Calls expanded so far, checked against [`MAX_EXPANDED_CALLS`].
+    expanded: usize,
+    /// Line look-ups by (document, search start, name): a template called many times is
+    /// searched for once.
+    lines: HashMap<(usize, usize, String), Option<usize>>,
 }
 
 /// A template resolved for a call, with the document its own references resolve against.
@@ -275,6 +285,33 @@ struct Resolved {
 impl Flattener<'_, '_, '_> {
     fn at(&self, line: Option<usize>) -> Location {
         Location::at(self.path, line)
+    }
+
+    /// Line of the `- name:` entry of a task (at or after `after`) or, without `after`, of a
+    /// template, in `set`'s document; `None` unless that document is in the file being parsed.
+    fn line_of(
+        &mut self,
+        set: &Arc<TemplateSet>,
+        name: &str,
+        after: Option<usize>,
+    ) -> Option<usize> {
+        if set.path != self.path {
+            return None;
+        }
+        let key = (
+            Arc::as_ptr(set) as usize,
+            after.map_or(usize::MAX, |a| a),
+            name.to_string(),
+        );
+        if let Some(line) = self.lines.get(&key) {
+            return *line;
+        }
+        let line = match after {
+            Some(after) => task_line(&set.document, name, after),
+            None => set.template_line(name),
+        };
+        self.lines.insert(key, line);
+        line
     }
 
     /// Line in the file being parsed, or `None` for a template from the library.
@@ -323,7 +360,7 @@ impl Flattener<'_, '_, '_> {
                         template: format!("{name}/{template_name}"),
                         referenced_by: referenced_by.to_string(),
                     })?;
-            let template_line = self.local_line(&set, set.template_line(&template_name));
+            let template_line = self.line_of(&set, &template_name, None);
             return Ok(Resolved {
                 set,
                 template,
@@ -352,7 +389,7 @@ impl Flattener<'_, '_, '_> {
                     template: name.clone(),
                     referenced_by: referenced_by.to_string(),
                 })?;
-        let template_line = self.local_line(&scope.set, scope.set.template_line(&name));
+        let template_line = self.line_of(&scope.set, &name, None);
         Ok(Resolved {
             set: Arc::clone(&scope.set),
             template,
@@ -374,6 +411,14 @@ impl Flattener<'_, '_, '_> {
         siblings: &Siblings,
         out: &mut Vec<Task>,
     ) -> Result<Expansion> {
+        self.expanded += 1;
+        if self.expanded > MAX_EXPANDED_CALLS {
+            return Err(Error::Invalid {
+                at: self.at(line),
+                what: format!("task `{referenced_by}`"),
+                message: format!("the workflow expands to more than {MAX_EXPANDED_CALLS} tasks"),
+            });
+        }
         let resolved = self.resolve(call, scope, referenced_by, line)?;
         let template = &resolved.template;
         let id = join(
@@ -639,15 +684,10 @@ impl Flattener<'_, '_, '_> {
         let template_line = resolved.line;
         let doc = &resolved.set.document;
         let local = resolved.set.path == self.path;
+        let set = Arc::clone(&resolved.set);
         let lines: Vec<Option<usize>> = calls
             .iter()
-            .map(|c| {
-                if local {
-                    doc.name_line_after(&c.name, template_line.unwrap_or(0))
-                } else {
-                    None
-                }
-            })
+            .map(|c| self.line_of(&set, &c.name, Some(template_line.unwrap_or(0))))
             .collect();
         let mut index: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, call) in calls.iter().enumerate() {
@@ -661,7 +701,7 @@ impl Flattener<'_, '_, '_> {
             }
             if index.insert(call.name.as_str(), i).is_some() {
                 let line = if local {
-                    doc.name_line_after(&call.name, line.map_or(0, |l| l + 1))
+                    task_line(doc, &call.name, line.map_or(0, |l| l + 1))
                 } else {
                     None
                 };
@@ -799,20 +839,15 @@ impl Flattener<'_, '_, '_> {
         out: &mut Vec<Task>,
     ) -> Result<Expansion> {
         let template_line = resolved.line;
-        let doc = &resolved.set.document;
-        let local = resolved.set.path == self.path;
         let mut seen: BTreeSet<&str> = BTreeSet::new();
         let mut siblings = Siblings::new();
         let mut previous = incoming;
         let mut search_from = template_line.unwrap_or(0);
+        let set = Arc::clone(&resolved.set);
         for group in groups {
             let mut group_sinks = Vec::new();
             for call in &group.0 {
-                let line = if local {
-                    doc.name_line_after(&call.name, search_from)
-                } else {
-                    None
-                };
+                let line = self.line_of(&set, &call.name, Some(search_from));
                 if let Some(line) = line {
                     search_from = line + 1;
                 }
@@ -915,8 +950,14 @@ impl Flattener<'_, '_, '_> {
         task.condition = scope.condition.clone();
         task.parallelism = scope.parallelism;
         task.role = scope.role;
+        // The entrypoint's own task (a single-template workflow) is declared by its template.
+        let declared = if call.name.is_empty() {
+            resolved.line
+        } else {
+            line
+        };
         task.line = self
-            .local_line(&scope.set, line)
+            .local_line(&scope.set, declared)
             .or(self.local_line(&resolved.set, resolved.line));
         task.retries = call
             .retry_strategy
@@ -1159,6 +1200,32 @@ fn combine_fan_out(outer: Option<FanOut>, inner: Option<FanOut>) -> Option<FanOu
         }
         _ => Some(FanOut::Dynamic),
     }
+}
+
+/// Line of a task's `- name: x` entry at or after `after`, also in flow style
+/// (`- {name: x, template: y}`).
+fn task_line(document: &crate::Document, name: &str, after: usize) -> Option<usize> {
+    if name.is_empty() {
+        return None;
+    }
+    document.name_line_after(name, after).or_else(|| {
+        let needles = [
+            format!("name: {name},"),
+            format!("name: {name}}}"),
+            format!("name: \"{name}\""),
+            format!("name: '{name}'"),
+        ];
+        document.text.lines().enumerate().find_map(|(i, line)| {
+            let file_line = document.first_line + i;
+            let flow = line
+                .trim_start()
+                .trim_start_matches("- ")
+                .trim_start()
+                .starts_with('{');
+            (file_line >= after && flow && needles.iter().any(|n| line.contains(n.as_str())))
+                .then_some(file_line)
+        })
+    })
 }
 
 fn join(prefix: &str, name: &str) -> String {
