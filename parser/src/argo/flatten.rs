@@ -520,9 +520,26 @@ impl Flattener<'_, '_, '_> {
         if is_nested && (recursive || scope.stack.len() >= MAX_DEPTH) {
             let guarded = call.when.is_some() || scope.condition.is_some();
             if !guarded || scope.stack.len() >= MAX_DEPTH {
+                let template = match scope.stack.iter().position(|k| *k == key) {
+                    Some(first) if recursive => {
+                        let chain: Vec<&str> = scope
+                            .stack
+                            .iter()
+                            .skip(first)
+                            .chain(std::iter::once(&key))
+                            .map(|k| k.rsplit('/').next().unwrap_or(k))
+                            .collect();
+                        format!(
+                            "{}, which calls itself with no `when` guard: {}",
+                            template.name,
+                            chain.join(" -> ")
+                        )
+                    }
+                    _ => template.name.clone(),
+                };
                 return Err(Error::TooDeep {
                     at: self.at(line.or(resolved.line)),
-                    template: template.name.clone(),
+                    template,
                     limit: MAX_DEPTH,
                 });
             }

@@ -788,7 +788,13 @@ fn unguarded_recursion_is_too_deep() {
     let err = fail(&workflow(
         "  - name: main\n    dag:\n      tasks:\n      - {name: again, template: main}\n",
     ));
-    assert!(matches!(err, Error::TooDeep { .. }), "{err}");
+    let Error::TooDeep { template, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        template,
+        "main, which calls itself with no `when` guard: main -> main"
+    );
 }
 
 #[test]
