@@ -38,9 +38,9 @@ use crate::params::flags_from_args;
 /// otherwise recurse forever).
 pub(crate) const MAX_DEPTH: usize = 64;
 
-/// Flattening that would produce more executable tasks than this is refused: a DAG component
-/// used many times at each of several levels multiplies out.
-pub(crate) const MAX_TASKS: usize = 100_000;
+/// Flattening that would visit more tasks than this is refused: a DAG component used many
+/// times at each of several levels multiplies out.
+pub(crate) const MAX_TASKS: usize = 50_000;
 
 /// The KFP `triggerPolicy.strategy` of exit handlers and `ignore_upstream_failure` tasks.
 const ALL_UPSTREAM_TASKS_COMPLETED: &str = "ALL_UPSTREAM_TASKS_COMPLETED";
@@ -134,6 +134,7 @@ pub(crate) fn flatten(
             .filter(|v| !v.is_null());
         match value {
             Some(value) => {
+                let value = &typed(value, definition);
                 parameters.insert(name.clone(), render_json(value));
                 root_scope
                     .params
@@ -159,7 +160,8 @@ pub(crate) fn flatten(
         path,
         lines,
         stack: Vec::new(),
-        emitted: 0,
+        visited: 0,
+        line_cache: HashMap::new(),
         extra: None,
     };
     let frame = Frame::default();
@@ -192,7 +194,7 @@ pub(crate) fn flatten(
                 },
             ));
         }
-        flattener.extra = Some((name.clone(), program.root.clone()));
+        flattener.extra = Some((name.clone(), &program.root));
         let dag = DagSpec {
             tasks: super::spec::Ordered(vec![(name, task)]),
             ..Default::default()
@@ -329,19 +331,33 @@ struct Flattener<'a> {
     lines: LineIndex<'a>,
     /// Components being flattened, outermost first.
     stack: Vec<String>,
-    emitted: usize,
+    /// Tasks visited so far, nested DAG tasks included.
+    visited: usize,
+    /// Lines of tasks already looked up, by component and task name: a component used many
+    /// times is searched for once.
+    line_cache: HashMap<(Option<String>, String), Option<usize>>,
     /// A component known under a synthetic name (the root of a compiled single component).
-    extra: Option<(String, ComponentSpec)>,
+    extra: Option<(String, &'a ComponentSpec)>,
 }
 
-impl Flattener<'_> {
+impl<'a> Flattener<'a> {
     fn at(&self, line: Option<usize>) -> Location {
         Location::at(self.path, line.or(Some(self.lines.first_line())))
     }
 
-    fn component(&self, name: &str) -> Option<&ComponentSpec> {
-        match &self.extra {
-            Some((extra, spec)) if extra == name => Some(spec),
+    fn task_line(&mut self, component: Option<&str>, task: &str) -> Option<usize> {
+        let key = (component.map(String::from), task.to_string());
+        if let Some(line) = self.line_cache.get(&key) {
+            return *line;
+        }
+        let line = self.lines.task(component, task);
+        self.line_cache.insert(key, line);
+        line
+    }
+
+    fn component(&self, name: &str) -> Option<&'a ComponentSpec> {
+        match self.extra {
+            Some((ref extra, spec)) if extra == name => Some(spec),
             _ => self.program.components.get(name),
         }
     }
@@ -532,7 +548,7 @@ impl Flattener<'_> {
         siblings: &Siblings<'_>,
     ) -> Result<(Vec<Task>, Sibling)> {
         let id = format!("{}{name}", frame.prefix);
-        let line = self.lines.task(component, name);
+        let line = self.task_line(component, name);
         let Some(component_name) = spec.component_ref.as_ref().and_then(|r| r.name.clone()) else {
             return Err(Error::Invalid {
                 at: self.at(line),
@@ -540,7 +556,15 @@ impl Flattener<'_> {
                 message: format!("task `{id}` has no `componentRef.name`"),
             });
         };
-        let Some(task_component) = self.component(&component_name).cloned() else {
+        self.visited += 1;
+        if self.visited > MAX_TASKS {
+            return Err(Error::Invalid {
+                at: self.at(line),
+                what: "pipeline".into(),
+                message: format!("flattening visits more than {MAX_TASKS} tasks"),
+            });
+        }
+        let Some(task_component) = self.component(&component_name) else {
             return Err(Error::UnknownTemplate {
                 at: self.at(line),
                 template: component_name,
@@ -572,6 +596,14 @@ impl Flattener<'_> {
                 if let Some(default) = definition.default_value.as_ref().filter(|v| !v.is_null()) {
                     params.insert(input.clone(), ParamValue::Known(default.clone()));
                 }
+            }
+        }
+        for (input, value) in params.iter_mut() {
+            if let (ParamValue::Known(known), Some(definition)) = (
+                &*value,
+                task_component.input_definitions.parameters.get(input),
+            ) {
+                *value = ParamValue::Known(typed(known, definition));
             }
         }
         // Constants may refer to the task's other inputs (`accelerator_count:
@@ -716,14 +748,6 @@ impl Flattener<'_> {
                 referenced_by: id,
             });
         };
-        self.emitted += 1;
-        if self.emitted > MAX_TASKS {
-            return Err(Error::Invalid {
-                at: self.at(line),
-                what: "pipeline".into(),
-                message: format!("flattening produces more than {MAX_TASKS} executable tasks"),
-            });
-        }
 
         let kind = if executor.container.is_some() {
             TaskKind::Container
@@ -796,7 +820,7 @@ impl Flattener<'_> {
                 path: None,
             });
         }
-        if let Some(config) = self.platform_config(&task_component, &component_name) {
+        if let Some(config) = self.platform_config(task_component, &component_name) {
             for mount in &config.pvc_mount {
                 let Some(mount_path) = mount.mount_path.as_deref() else {
                     continue;
@@ -876,6 +900,21 @@ fn resolve_parameter(input: &ParameterInput, scope: &Scope, siblings: &Siblings<
     match &input.parameter_expression_selector {
         Some(selector) if !selector.trim().is_empty() => value.select(selector),
         _ => value,
+    }
+}
+
+/// Protobuf renders every number as a double, so integer parameters arrive as `200.0`; give
+/// them back their integer form (`200`) where the definition says `NUMBER_INTEGER`.
+fn typed(value: &Value, definition: &super::spec::ParameterDefinition) -> Value {
+    match (value, definition.parameter_type.as_deref()) {
+        (Value::Number(n), Some("NUMBER_INTEGER"))
+            if n.as_f64()
+                .is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15) =>
+        {
+            n.as_f64()
+                .map_or_else(|| value.clone(), |f| Value::from(f as i64))
+        }
+        _ => value.clone(),
     }
 }
 

@@ -33,6 +33,10 @@ impl<T> Ordered<T> {
         self.0.iter().map(|(k, v)| (k, v))
     }
 
+    pub fn get(&self, key: &str) -> Option<&T> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = &String> {
         self.0.iter().map(|(k, _)| k)
     }

@@ -795,6 +795,34 @@ root:
     assert_eq!(template, "comp-self");
 }
 
+// Ten uses of a DAG component at each of six levels would flatten to a million tasks.
+#[test]
+fn a_pipeline_that_multiplies_out_is_refused() {
+    let mut text = String::from(
+        "pipelineInfo: {name: bomb}\ncomponents:\n  comp-leaf: {executorLabel: exec-leaf}\n",
+    );
+    for level in 0..6 {
+        let child = if level == 0 {
+            "comp-leaf".to_string()
+        } else {
+            format!("comp-l{}", level - 1)
+        };
+        text.push_str(&format!("  comp-l{level}:\n    dag:\n      tasks:\n"));
+        for i in 0..10 {
+            text.push_str(&format!(
+                "        t{i}: {{componentRef: {{name: {child}}}}}\n"
+            ));
+        }
+    }
+    text.push_str("deploymentSpec:\n  executors:\n    exec-leaf: {container: {image: x}}\n");
+    text.push_str("root:\n  dag:\n    tasks:\n      top: {componentRef: {name: comp-l5}}\n");
+    let err = parse_err(&text);
+    assert!(
+        matches!(&err, Error::Invalid { what, .. } if what == "pipeline"),
+        "{err}"
+    );
+}
+
 /// A minimal workflow in the KFP backend's form: the IR split over `components-…` /
 /// `implementations-…` arguments, with a hashed executable component bound to its name by a
 /// driver task.
