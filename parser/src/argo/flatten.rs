@@ -277,6 +277,9 @@ struct Flattener<'p, 'r, 'o> {
 /// A template resolved for a call, with the document its own references resolve against.
 struct Resolved {
     set: Arc<TemplateSet>,
+    /// The document that declares the template (`set` itself, or for a Workflow merged with
+    /// its `workflowTemplateRef`, possibly the referenced WorkflowTemplate), for line look-ups.
+    origin: Arc<TemplateSet>,
     template: Template,
     /// Line of the template's `- name:` entry, when it is in the file being parsed.
     line: Option<usize>,
@@ -314,6 +317,26 @@ impl Flattener<'_, '_, '_> {
         line
     }
 
+    /// The document declaring template `name` of `set` (following `workflowTemplateRef`
+    /// bases), with the line of its `- name:` entry when that is in the file being parsed.
+    fn locate_template(
+        &mut self,
+        set: &Arc<TemplateSet>,
+        name: &str,
+    ) -> (Arc<TemplateSet>, Option<usize>) {
+        let mut current = Arc::clone(set);
+        for _ in 0..MAX_DEPTH {
+            if let Some(line) = self.line_of(&current, name, None) {
+                return (current, Some(line));
+            }
+            match current.base.clone() {
+                Some(base) => current = base,
+                None => break,
+            }
+        }
+        (Arc::clone(set), None)
+    }
+
     /// Line in the file being parsed, or `None` for a template from the library.
     fn local_line(&self, set: &TemplateSet, line: Option<usize>) -> Option<usize> {
         (set.path == self.path).then_some(line).flatten()
@@ -333,6 +356,7 @@ impl Flattener<'_, '_, '_> {
             }
             return Ok(Resolved {
                 set: Arc::clone(&scope.set),
+                origin: Arc::clone(&scope.set),
                 template,
                 line,
             });
@@ -360,9 +384,10 @@ impl Flattener<'_, '_, '_> {
                         template: format!("{name}/{template_name}"),
                         referenced_by: referenced_by.to_string(),
                     })?;
-            let template_line = self.line_of(&set, &template_name, None);
+            let (origin, template_line) = self.locate_template(&set, &template_name);
             return Ok(Resolved {
                 set,
+                origin,
                 template,
                 line: template_line,
             });
@@ -389,9 +414,10 @@ impl Flattener<'_, '_, '_> {
                     template: name.clone(),
                     referenced_by: referenced_by.to_string(),
                 })?;
-        let template_line = self.line_of(&scope.set, &name, None);
+        let (origin, template_line) = self.locate_template(&scope.set, &name);
         Ok(Resolved {
             set: Arc::clone(&scope.set),
+            origin,
             template,
             line: template_line,
         })
@@ -699,9 +725,9 @@ impl Flattener<'_, '_, '_> {
         out: &mut Vec<Task>,
     ) -> Result<Expansion> {
         let template_line = resolved.line;
-        let doc = &resolved.set.document;
-        let local = resolved.set.path == self.path;
-        let set = Arc::clone(&resolved.set);
+        let doc = &resolved.origin.document;
+        let local = resolved.origin.path == self.path;
+        let set = Arc::clone(&resolved.origin);
         let lines: Vec<Option<usize>> = calls
             .iter()
             .map(|c| self.line_of(&set, &c.name, Some(template_line.unwrap_or(0))))
@@ -860,7 +886,7 @@ impl Flattener<'_, '_, '_> {
         let mut siblings = Siblings::new();
         let mut previous = incoming;
         let mut search_from = template_line.unwrap_or(0);
-        let set = Arc::clone(&resolved.set);
+        let set = Arc::clone(&resolved.origin);
         for group in groups {
             let mut group_sinks = Vec::new();
             for call in &group.0 {
@@ -1221,7 +1247,7 @@ fn combine_fan_out(outer: Option<FanOut>, inner: Option<FanOut>) -> Option<FanOu
 
 /// Line of a task's `- name: x` entry at or after `after`, also in flow style
 /// (`- {name: x, template: y}`).
-fn task_line(document: &crate::Document, name: &str, after: usize) -> Option<usize> {
+pub(super) fn task_line(document: &crate::Document, name: &str, after: usize) -> Option<usize> {
     if name.is_empty() {
         return None;
     }

@@ -38,8 +38,12 @@ pub(crate) struct TemplateSet {
     pub document: Document,
     /// The (for a Workflow with `workflowTemplateRef`: merged) workflow spec.
     pub spec: raw::Spec,
-    /// Line of the `templates:` key, where template names are searched from.
-    pub templates_line: usize,
+    /// Line of the `templates:` key, where template names are searched from; `None` when the
+    /// document declares no templates of its own.
+    pub templates_line: Option<usize>,
+    /// For a Workflow merged with its `workflowTemplateRef`: the referenced template, which
+    /// declares the templates the Workflow does not.
+    pub base: Option<Arc<TemplateSet>>,
 }
 
 impl TemplateSet {
@@ -50,9 +54,7 @@ impl TemplateSet {
         document: &Document,
         spec: raw::Spec,
     ) -> TemplateSet {
-        let templates_line = document
-            .find_line("templates:")
-            .unwrap_or(document.first_line);
+        let templates_line = document.find_line("templates:");
         TemplateSet {
             name,
             kind,
@@ -60,6 +62,7 @@ impl TemplateSet {
             document: document.clone(),
             spec,
             templates_line,
+            base: None,
         }
     }
 
@@ -69,9 +72,7 @@ impl TemplateSet {
 
     /// Line of a template's `- name:` entry.
     pub fn template_line(&self, name: &str) -> Option<usize> {
-        self.document
-            .name_line_after(name, self.templates_line)
-            .or_else(|| self.document.name_line(name))
+        flatten::task_line(&self.document, name, self.templates_line?)
     }
 }
 
@@ -202,27 +203,25 @@ fn build(
 ) -> Result<Pipeline> {
     let name = document_name(&raw.metadata, path);
     let mut spec = raw.spec;
+    let mut base = None;
     if let Some(reference) = spec.workflow_template_ref.clone() {
         let cluster = reference
             .cluster_scope
             .as_ref()
             .is_some_and(|c| c.as_str() == "true");
-        let Some(base) = resolver.find(&reference.name, cluster, None) else {
+        let Some(found) = resolver.find(&reference.name, cluster, None) else {
             return Err(Error::UnknownTemplate {
                 at: Location::at(path, document.find_line("workflowTemplateRef:")),
                 template: reference.name.clone(),
                 referenced_by: format!("{name} (workflowTemplateRef)"),
             });
         };
-        spec = merge_spec(spec, &base.spec);
+        spec = merge_spec(spec, &found.spec);
+        base = Some(found);
     }
-    let set = Arc::new(TemplateSet::new(
-        name.clone(),
-        document.kind.clone(),
-        path,
-        document,
-        spec,
-    ));
+    let mut set = TemplateSet::new(name.clone(), document.kind.clone(), path, document, spec);
+    set.base = base;
+    let set = Arc::new(set);
     let mut pipeline = flatten::flatten(path, set, kind, resolver)?;
     pipeline.line = Some(document.first_line);
     Ok(pipeline)

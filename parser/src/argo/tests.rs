@@ -704,6 +704,8 @@ fn workflow_template_ref_merges_the_referenced_spec_under_the_workflow() {
     assert_eq!(p.parameters["size"], "medium");
     assert_eq!(ids(&p), ["step"]);
     assert_eq!(task(&p, "step").image.as_deref(), Some("worker:medium"));
+    // The task is declared in the referenced WorkflowTemplate, earlier in the same file.
+    assert_eq!(task(&p, "step").line, Some(13));
 }
 
 #[test]
