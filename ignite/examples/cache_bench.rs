@@ -29,14 +29,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = run_cache_bench(&addresses, value_size, count).await?;
     let ours = report.kfcache_ignite;
     println!(
-        "kfcache-ignite: put {count} x {value_size} B in {:.3} s, get in {:.3} s",
-        ours.put_seconds, ours.get_seconds
+        "kfcache-ignite: put {count} x {value_size} B in {:.3} s, get in {:.3} s, client CPU {:?} s",
+        ours.put_seconds, ours.get_seconds, ours.client_cpu_seconds
     );
     match &report.ignite_rs {
         Some(Ok(rs)) => println!(
-            "ignite-rs 0.1.1: put in {:.3} s, get in {:.3} s; kfcache-ignite is {:.1}x (put) and {:.1}x (get) faster",
+            "ignite-rs 0.1.1: put in {:.3} s, get in {:.3} s, client CPU {:?} s; kfcache-ignite is {:.1}x (put) and {:.1}x (get) faster",
             rs.put_seconds,
             rs.get_seconds,
+            rs.client_cpu_seconds,
             ours.put_mbps / rs.put_mbps,
             ours.get_mbps / rs.get_mbps
         ),

@@ -27,6 +27,20 @@ pub struct Throughput {
     pub get_mbps: f64,
     pub put_seconds: f64,
     pub get_seconds: f64,
+    /// CPU seconds (user + system) this process spent during the put and get phases, where the
+    /// platform reports it (Linux). Shows whether the client or the server limits throughput.
+    pub client_cpu_seconds: Option<f64>,
+}
+
+/// CPU time of this process so far, from /proc/self/stat (Linux; USER_HZ is 100 there).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// Result of [`run_cache_bench`].
@@ -101,6 +115,7 @@ async fn bench_kfcache_ignite(
             .collect::<Vec<u8>>(),
     );
     let limit = Arc::new(Semaphore::new(IN_FLIGHT));
+    let cpu_before = process_cpu_seconds();
 
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -150,6 +165,9 @@ async fn bench_kfcache_ignite(
     join_all(&mut tasks).await?;
     let get_elapsed = started.elapsed();
 
+    let client_cpu_seconds = process_cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     client.destroy_cache(&name).await?;
     let total = value_size * count;
     Ok(Throughput {
@@ -157,6 +175,7 @@ async fn bench_kfcache_ignite(
         get_mbps: mbps(total, get_elapsed),
         put_seconds: put_elapsed.as_secs_f64(),
         get_seconds: get_elapsed.as_secs_f64(),
+        client_cpu_seconds,
     })
 }
 
@@ -215,6 +234,7 @@ fn bench_ignite_rs(
         .get_or_create_cache::<String, Vec<u8>>(&name)
         .map_err(|error| format!("ignite-rs get_or_create_cache: {error:?}"))?;
     let value: Vec<u8> = (0..value_size).map(|i| (i % 251) as u8).collect();
+    let cpu_before = process_cpu_seconds();
 
     let started = Instant::now();
     for index in 0..count {
@@ -237,6 +257,10 @@ fn bench_ignite_rs(
         }
     }
     let get_elapsed = started.elapsed();
+    // Process-wide, but the async client is idle while this runs.
+    let client_cpu_seconds = process_cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     client
         .destroy_cache(&name)
         .map_err(|error| format!("ignite-rs destroy_cache: {error:?}"))?;
@@ -246,5 +270,6 @@ fn bench_ignite_rs(
         get_mbps: mbps(total, get_elapsed),
         put_seconds: put_elapsed.as_secs_f64(),
         get_seconds: get_elapsed.as_secs_f64(),
+        client_cpu_seconds,
     })
 }

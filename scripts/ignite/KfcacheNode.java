@@ -11,6 +11,7 @@
  *   kfcache.commPort       this node's communication port
  *   kfcache.clientPort     this node's thin-client port (no port range)
  *   kfcache.regionMb       default data region size in MiB (in-memory, page eviction on)
+ *   kfcache.pageSizeKb     page size in KiB (optional, default 16: fewer pages per large value)
  *   kfcache.workDir        this node's work directory
  *   kfcache.readyFile      written once the cluster has `servers` server nodes
  *
@@ -96,6 +97,7 @@ public final class KfcacheNode {
         region.setPersistenceEnabled(false);
 
         DataStorageConfiguration storage = new DataStorageConfiguration();
+        storage.setPageSize(Integer.parseInt(System.getProperty("kfcache.pageSizeKb", "16")) * 1024);
         storage.setDefaultDataRegionConfiguration(region);
 
         IgniteConfiguration cfg = new IgniteConfiguration();
