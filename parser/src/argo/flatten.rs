@@ -1211,7 +1211,10 @@ fn sequence_fan_out(sequence: &raw::Sequence, vars: &Vars, caller_vars: &mut Var
         parse_i64(count.as_str(), vars)
     } else if let Some(end) = &sequence.end {
         match (start, parse_i64(end.as_str(), vars)) {
-            (Some(start), Some(end)) => Some((end - start).abs() + 1),
+            (Some(start), Some(end)) => end
+                .checked_sub(start)
+                .and_then(i64::checked_abs)
+                .and_then(|n| n.checked_add(1)),
             _ => None,
         }
     } else {
