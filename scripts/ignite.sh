@@ -4,6 +4,7 @@
 #   scripts/ignite.sh setup
 #   scripts/ignite.sh start N [--name CLUSTER] [--base-port 10800] [--discovery-port P]
 #                             [--comm-port P] [--region-mb 256] [--heap 512m] [--timeout 180]
+#                             [--secure]
 #   scripts/ignite.sh stop [CLUSTER]          (no CLUSTER: every cluster this script started)
 #   scripts/ignite.sh stop-node CLUSTER INDEX
 #   scripts/ignite.sh start-node CLUSTER INDEX
@@ -18,6 +19,11 @@
 # .cache/ignite/state/CLUSTER. Ports default from --base-port so that two clusters never clash:
 # offset = base-port - 10800, discovery = 47500 + 10*offset (range of 10), communication =
 # 47100 + offset + index, client = base-port + index.
+#
+# --secure: the thin-client ports use TLS (a throw-away CA and node certificate for 127.0.0.1
+# are made with keytool; the CA is STATE/tls/ca.pem) and authentication is on with Ignite's
+# default user ignite/ignite. Ignite 2.x authenticates only with native persistence, so such a
+# cluster keeps its data region on disk under its state directory.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -117,6 +123,39 @@ load_cluster() {
   source "$STATE_ROOT/$cluster/cluster.env"
 }
 
+# Arguments for ignite_probe.py matching the cluster's security settings.
+probe_args() {
+  if [[ "${SECURE:-0}" == 1 ]]; then
+    echo "--ca $STATE_ROOT/$1/tls/ca.pem --user ignite --password ignite"
+  fi
+}
+
+make_certificates() {
+  local tls="$1" pass=kfcache-test
+  rm -rf "$tls"
+  mkdir -p "$tls"
+  (
+    cd "$tls"
+    keytool -genkeypair -alias ca -keyalg RSA -keysize 2048 -dname "CN=kfcache test CA" \
+      -ext bc:c -validity 30 -storetype PKCS12 -keystore ca.p12 -storepass "$pass"
+    keytool -exportcert -rfc -alias ca -keystore ca.p12 -storepass "$pass" -file ca.pem
+    keytool -genkeypair -alias node -keyalg RSA -keysize 2048 -dname "CN=127.0.0.1" \
+      -validity 30 -storetype PKCS12 -keystore node.p12 -storepass "$pass"
+    keytool -certreq -alias node -keystore node.p12 -storepass "$pass" -file node.csr
+    keytool -gencert -alias ca -keystore ca.p12 -storepass "$pass" -infile node.csr \
+      -outfile node.pem -rfc -validity 30 -ext SAN=ip:127.0.0.1,dns:localhost \
+      -ext KU=digitalSignature,keyEncipherment -ext EKU=serverAuth
+    keytool -importcert -noprompt -alias ca -file ca.pem -keystore node.p12 -storepass "$pass"
+    keytool -importcert -alias node -file node.pem -keystore node.p12 -storepass "$pass"
+  ) >"$tls/keytool.log" 2>&1 || { cat "$tls/keytool.log" >&2; die "keytool failed"; }
+}
+
+# Fingerprint of everything that shapes a node; a running cluster with another fingerprint was
+# started by an older version of these scripts and is not reused.
+config_stamp() {
+  cat "$POM" "$NODE_SRC" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16
+}
+
 port_in_use() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
@@ -126,12 +165,19 @@ launch_node() {
   local client_port=$((BASE_PORT + index)) comm_port=$((COMM_PORT + index))
   port_in_use "$client_port" && die "127.0.0.1:$client_port is already in use (not by $cluster)"
   rm -f "$dir/node-$index.ready" "$dir/node-$index.ready.tmp"
-  rm -rf "$dir/work-$index"
+  # A secure cluster keeps its persistent data across node restarts.
+  [[ "${SECURE:-0}" == 1 ]] || rm -rf "$dir/work-$index"
   mkdir -p "$dir/work-$index"
-  # 16 MiB G1 regions keep multi-MiB values from being humongous allocations, which cost the
-  # server most of its throughput with 4 MiB artifacts. KFCACHE_IGNITE_JVM_OPTS adds options.
+  local secure_props=()
+  if [[ "${SECURE:-0}" == 1 ]]; then
+    secure_props=(-Dkfcache.secure=true -Dkfcache.keyStore="$dir/tls/node.p12"
+      -Dkfcache.keyStorePassword=kfcache-test)
+  fi
+  # The node runs in its work directory with IGNITE_HOME there too, so that nothing Ignite
+  # writes by default (diagnostic dumps, README) lands in the caller's directory.
+  # KFCACHE_IGNITE_JVM_OPTS adds JVM options.
   # shellcheck disable=SC2086
-  nohup java -server -Xms"$HEAP" -Xmx"$HEAP" -XX:+UseG1GC -XX:G1HeapRegionSize=16m \
+  (cd "$dir/work-$index" && exec nohup java -server -Xms"$HEAP" -Xmx"$HEAP" -XX:+UseG1GC \
     -XX:MaxDirectMemorySize=256m ${KFCACHE_IGNITE_JVM_OPTS:-} \
     -Djava.net.preferIPv4Stack=true \
     -DIGNITE_QUIET=true -DIGNITE_UPDATE_NOTIFIER=false -DIGNITE_NO_ASCII=true \
@@ -141,8 +187,9 @@ launch_node() {
     -Dkfcache.discoveryPort="$DISCOVERY_PORT" -Dkfcache.commPort="$comm_port" \
     -Dkfcache.clientPort="$client_port" -Dkfcache.regionMb="$REGION_MB" \
     -Dkfcache.workDir="$dir/work-$index" -Dkfcache.readyFile="$dir/node-$index.ready" \
+    -DIGNITE_HOME="$dir/work-$index" "${secure_props[@]}" \
     -cp "$CLASS_DIR:$LIB_DIR/*" KfcacheNode \
-    </dev/null >>"$dir/node-$index.log" 2>&1 &
+    </dev/null >>"$dir/node-$index.log" 2>&1) &
   echo $! >"$dir/node-$index.pid"
 }
 
@@ -167,7 +214,8 @@ wait_ready() {
     done
     addrs+=("127.0.0.1:$((BASE_PORT + index))")
   done
-  until python3 "$PROBE" "${addrs[@]}" >"$dir/probe.out" 2>&1; do
+  # shellcheck disable=SC2046
+  until python3 "$PROBE" "${addrs[@]}" $(probe_args "$cluster") >"$dir/probe.out" 2>&1; do
     if ((SECONDS >= deadline)); then
       log "thin-client handshake failed after ${TIMEOUT}s:"
       cat "$dir/probe.out" >&2
@@ -184,9 +232,10 @@ cmd_start() {
   [[ "$servers" =~ ^[1-9][0-9]*$ ]] || die "usage: start N [--name CLUSTER] [--base-port P] ..."
   ((servers <= 10)) || die "at most 10 nodes per cluster (discovery range is 10 ports)"
   local cluster="" base_port=10800 discovery_port="" comm_port="" region_mb=256 heap=512m
-  local timeout=180
+  local timeout=180 secure=0
   while (($#)); do
     case "$1" in
+      --secure) secure=1; shift ;;
       --name) cluster="$2"; shift 2 ;;
       --base-port) base_port="$2"; shift 2 ;;
       --discovery-port) discovery_port="$2"; shift 2 ;;
@@ -220,8 +269,14 @@ COMM_PORT=$comm_port
 REGION_MB=$region_mb
 HEAP=$heap
 TIMEOUT=$timeout
+SECURE=$secure
+STAMP=$(config_stamp)
 EOF
   load_cluster "$cluster"
+  if ((secure)); then
+    rm -rf "$dir"/work-*
+    make_certificates "$dir/tls"
+  fi
   log "starting $cluster: $servers node(s), client ports $base_port..$((base_port + servers - 1)), discovery $discovery_port..$((discovery_port + 9))"
   local index started=$SECONDS
   for ((index = 0; index < servers; index++)); do
@@ -255,7 +310,8 @@ cmd_stop() {
       stop_pid "$(cat "$pidfile")" "$cluster"
       rm -f "$pidfile"
     done
-    rm -rf "$STATE_ROOT/$cluster"/work-* "$STATE_ROOT/$cluster"/node-*.ready
+    rm -rf "$STATE_ROOT/$cluster"/work-* "$STATE_ROOT/$cluster"/node-*.ready \
+      "$STATE_ROOT/$cluster/tls"
     log "stopped $cluster"
   done
 }
@@ -291,11 +347,13 @@ cmd_healthy() {
   local cluster="$1" index addrs=()
   [[ -f "$STATE_ROOT/$cluster/cluster.env" ]] || return 1
   load_cluster "$cluster"
+  [[ "${STAMP:-}" == "$(config_stamp)" ]] || return 1
   for ((index = 0; index < SERVERS; index++)); do
     is_our_node "$(node_pid "$cluster" "$index")" "$cluster" || return 1
     addrs+=("127.0.0.1:$((BASE_PORT + index))")
   done
-  python3 "$PROBE" "${addrs[@]}" >/dev/null 2>&1
+  # shellcheck disable=SC2046
+  python3 "$PROBE" "${addrs[@]}" $(probe_args "$cluster") >/dev/null 2>&1
 }
 
 cmd_status() {
@@ -309,8 +367,9 @@ cmd_status() {
       for ((index = 0; index < SERVERS; index++)); do
         pid="$(node_pid "$cluster" "$index")"
         if is_our_node "$pid" "$cluster"; then
-          state="running pid=$pid $(python3 "$PROBE" "127.0.0.1:$((BASE_PORT + index))" 2>&1 \
-            | cut -d' ' -f2-)"
+          # shellcheck disable=SC2046
+          state="running pid=$pid $(python3 "$PROBE" "127.0.0.1:$((BASE_PORT + index))" \
+            $(probe_args "$cluster") 2>&1 | cut -d' ' -f2-)"
         else
           state="stopped"
         fi
@@ -338,7 +397,7 @@ main() {
     status) cmd_status ;;
     healthy) (($# == 1)) || die "usage: healthy CLUSTER"; cmd_healthy "$1" ;;
     addrs) (($# == 1)) || die "usage: addrs CLUSTER"; cmd_addrs "$1" ;;
-    *) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 }
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Test services for kfcache: a 1-node Ignite cluster, a 3-node Ignite cluster and moto (S3).
+# Test services for kfcache: a 1-node Ignite cluster, a 3-node Ignite cluster, a 1-node Ignite
+# cluster with TLS and authentication, and moto (S3).
 #
 #   scripts/services.sh up [--fresh]   start everything (healthy services from an earlier `up`
 #                                      are reused unless --fresh; leftovers are stopped first)
@@ -8,9 +9,10 @@
 #                                      eval "$(scripts/services.sh env)"
 #   scripts/services.sh status
 #
-# Clusters: kfcache-1 (client port 10800, discovery 47500..47509, 1 GiB region for benchmarks)
-# and kfcache-3 (client ports 10810..10812, discovery 47600..47609). Override the region sizes
-# with KFCACHE_IGNITE_1_REGION_MB / KFCACHE_IGNITE_3_REGION_MB.
+# Clusters: kfcache-1 (client port 10800, discovery 47500..47509, 1 GiB heap and region for benchmarks)
+# kfcache-3 (client ports 10810..10812, discovery 47600..47609) and kfcache-secure (client port
+# 10820 with TLS and user ignite/ignite, discovery 47700..47709). Override the region sizes with
+# KFCACHE_IGNITE_1_REGION_MB / KFCACHE_IGNITE_3_REGION_MB.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +21,7 @@ S3="$ROOT/scripts/s3.sh"
 BUCKET="${KFCACHE_TEST_S3_BUCKET:-kfcache-test}"
 CLUSTER_1=kfcache-1
 CLUSTER_3=kfcache-3
+CLUSTER_SECURE=kfcache-secure
 
 log() { echo "services.sh: $*" >&2; }
 
@@ -29,7 +32,8 @@ up() {
   "$IGNITE" setup
   local pids=() names=()
   if ((fresh)) || ! "$IGNITE" healthy "$CLUSTER_1"; then
-    "$IGNITE" start 1 --name "$CLUSTER_1" --base-port 10800 \
+    # A 1 GiB heap: this node serves the 32 MiB values and the benchmark's 4 MiB ones.
+    "$IGNITE" start 1 --name "$CLUSTER_1" --base-port 10800 --heap 1g \
       --region-mb "${KFCACHE_IGNITE_1_REGION_MB:-1024}" &
     pids+=($!); names+=("$CLUSTER_1")
   else
@@ -41,6 +45,12 @@ up() {
     pids+=($!); names+=("$CLUSTER_3")
   else
     log "reusing healthy $CLUSTER_3"
+  fi
+  if ((fresh)) || ! "$IGNITE" healthy "$CLUSTER_SECURE"; then
+    "$IGNITE" start 1 --name "$CLUSTER_SECURE" --base-port 10820 --region-mb 128 --secure &
+    pids+=($!); names+=("$CLUSTER_SECURE")
+  else
+    log "reusing healthy $CLUSTER_SECURE"
   fi
   if ((fresh)) || ! "$S3" status >/dev/null 2>&1; then
     "$S3" start &
@@ -65,6 +75,7 @@ up() {
 down() {
   "$IGNITE" stop "$CLUSTER_1" || true
   "$IGNITE" stop "$CLUSTER_3" || true
+  "$IGNITE" stop "$CLUSTER_SECURE" || true
   "$S3" stop || true
 }
 
@@ -75,6 +86,10 @@ env_lines() {
 export KFCACHE_TEST_IGNITE_1=$("$IGNITE" addrs "$CLUSTER_1")
 export KFCACHE_TEST_IGNITE_3=$("$IGNITE" addrs "$CLUSTER_3")
 export KFCACHE_TEST_IGNITE_3_CLUSTER=$CLUSTER_3
+export KFCACHE_TEST_IGNITE_SECURE=$("$IGNITE" addrs "$CLUSTER_SECURE")
+export KFCACHE_TEST_IGNITE_SECURE_CA=$ROOT/.cache/ignite/state/$CLUSTER_SECURE/tls/ca.pem
+export KFCACHE_TEST_IGNITE_SECURE_USER=ignite
+export KFCACHE_TEST_IGNITE_SECURE_PASSWORD=ignite
 export KFCACHE_TEST_S3_ENDPOINT=$endpoint
 export KFCACHE_TEST_S3_BUCKET=$BUCKET
 export AWS_ACCESS_KEY_ID=testing
@@ -89,5 +104,5 @@ case "${1:-}" in
   down) down ;;
   env) env_lines ;;
   status) "$IGNITE" status; "$S3" status ;;
-  *) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

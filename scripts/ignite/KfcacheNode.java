@@ -14,6 +14,11 @@
  *   kfcache.pageSizeKb     page size in KiB (optional, default 16: fewer pages per large value)
  *   kfcache.workDir        this node's work directory
  *   kfcache.readyFile      written once the cluster has `servers` server nodes
+ *   kfcache.secure         optional, "true": the thin-client port uses TLS with the PKCS#12
+ *                          key store kfcache.keyStore (password kfcache.keyStorePassword), and
+ *                          authentication is on (default user ignite/ignite). Ignite 2.x only
+ *                          authenticates with native persistence, so the region is persistent
+ *                          and the node activates the cluster itself.
  *
  * Readiness is decided by the node itself: it writes the ready file once it sees the expected
  * number of server nodes in the topology. The script additionally probes each client port with
@@ -30,12 +35,14 @@ import java.util.Collections;
 
 import org.apache.ignite.Ignite;
 import org.apache.ignite.Ignition;
+import org.apache.ignite.cluster.ClusterState;
 import org.apache.ignite.configuration.ClientConnectorConfiguration;
 import org.apache.ignite.configuration.DataPageEvictionMode;
 import org.apache.ignite.configuration.DataRegionConfiguration;
 import org.apache.ignite.configuration.DataStorageConfiguration;
 import org.apache.ignite.configuration.IgniteConfiguration;
 import org.apache.ignite.failure.NoOpFailureHandler;
+import org.apache.ignite.ssl.SslContextFactory;
 import org.apache.ignite.spi.communication.tcp.TcpCommunicationSpi;
 import org.apache.ignite.spi.discovery.tcp.TcpDiscoverySpi;
 import org.apache.ignite.spi.discovery.tcp.ipfinder.vm.TcpDiscoveryVmIpFinder;
@@ -63,6 +70,7 @@ public final class KfcacheNode {
         long regionBytes = Long.parseLong(prop("regionMb")) * 1024L * 1024L;
         String workDir = prop("workDir");
         Path readyFile = Paths.get(prop("readyFile"));
+        boolean secure = Boolean.parseBoolean(System.getProperty("kfcache.secure", "false"));
 
         TcpDiscoveryVmIpFinder ipFinder = new TcpDiscoveryVmIpFinder();
         ipFinder.setAddresses(Collections.singletonList(
@@ -87,14 +95,28 @@ public final class KfcacheNode {
         clientConnector.setSocketReceiveBufferSize(4 * 1024 * 1024);
         clientConnector.setTcpNoDelay(true);
 
-        // In-memory only, bounded, with page eviction so a full region evicts old entries
-        // instead of failing the node.
+        if (secure) {
+            SslContextFactory ssl = new SslContextFactory();
+            ssl.setKeyStoreType("PKCS12");
+            ssl.setKeyStoreFilePath(prop("keyStore"));
+            ssl.setKeyStorePassword(prop("keyStorePassword").toCharArray());
+            ssl.setTrustManagers(SslContextFactory.getDisabledTrustManager());
+            clientConnector.setSslEnabled(true);
+            clientConnector.setUseIgniteSslContextFactory(false);
+            clientConnector.setSslClientAuth(false);
+            clientConnector.setSslContextFactory(ssl);
+        }
+
+        // Bounded. In memory, with page eviction so a full region evicts old entries instead
+        // of failing the node; persistent (page replacement) when authentication needs it.
         DataRegionConfiguration region = new DataRegionConfiguration();
         region.setName("default");
         region.setInitialSize(Math.min(regionBytes, 64L * 1024L * 1024L));
         region.setMaxSize(regionBytes);
-        region.setPageEvictionMode(DataPageEvictionMode.RANDOM_2_LRU);
-        region.setPersistenceEnabled(false);
+        region.setPersistenceEnabled(secure);
+        if (!secure) {
+            region.setPageEvictionMode(DataPageEvictionMode.RANDOM_2_LRU);
+        }
 
         DataStorageConfiguration storage = new DataStorageConfiguration();
         storage.setPageSize(Integer.parseInt(System.getProperty("kfcache.pageSizeKb", "16")) * 1024);
@@ -114,7 +136,9 @@ public final class KfcacheNode {
         // discovery, communication and thin-client ports.
         cfg.setConnectorConfiguration(null);
         cfg.setMetricsLogFrequency(0);
-        cfg.setFailureDetectionTimeout(5_000);
+        cfg.setAuthenticationEnabled(secure);
+        // Test machines are small and shared: a starved thread is not a failure.
+        cfg.setSystemWorkerBlockedTimeout(120_000);
         // A test cluster must not halt itself on a critical error (for example a full region):
         // tests should see the error through the client instead.
         cfg.setFailureHandler(new NoOpFailureHandler());
@@ -122,6 +146,12 @@ public final class KfcacheNode {
         Ignite ignite = Ignition.start(cfg);
 
         while (ignite.cluster().forServers().nodes().size() < servers) {
+            Thread.sleep(100);
+        }
+        if (secure && index == 0) {
+            ignite.cluster().state(ClusterState.ACTIVE);
+        }
+        while (ignite.cluster().state() != ClusterState.ACTIVE) {
             Thread.sleep(100);
         }
 
