@@ -1,2 +1,70 @@
-//! The `kfcache` binary (placeholder).
-fn main() {}
+//! The `kfcache` binary: parses arguments, merges settings, runs one subcommand and turns its
+//! outcome into an exit code.
+//!
+//! Exit codes: 0 success, 2 invalid input (the error names the file and line), 1 any other
+//! failure. Errors are printed with their whole cause chain.
+
+mod analyze;
+mod render;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::settings::GlobalArgs;
+
+/// kfcache: start GPU tasks of Kubeflow / Argo pipelines with their inputs already in memory.
+#[derive(Debug, Parser)]
+#[command(name = "kfcache", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse pipeline YAML into its task DAG, store it, and show tasks, inputs and timings.
+    Analyze(analyze::AnalyzeArgs),
+}
+
+/// An error that is the input's fault: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct InvalidInput(#[from] pub kfcache_parser::Error);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    settings::init_tracing(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Analyze(args) => analyze::run(&cli.global, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            if error.downcast_ref::<InvalidInput>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
