@@ -21,9 +21,9 @@
 # 47100 + offset + index, client = base-port + index.
 #
 # --secure: the thin-client ports use TLS (a throw-away CA and node certificate for 127.0.0.1
-# are made with keytool; the CA is STATE/tls/ca.pem) and authentication is on with Ignite's
-# default user ignite/ignite. Ignite 2.x authenticates only with native persistence, so such a
-# cluster keeps its data region on disk under its state directory.
+# are made with keytool once and reused for 20 days; the CA is .cache/ignite/tls/ca.pem) and
+# authentication is on with Ignite's default user ignite/ignite. Ignite 2.x authenticates only
+# with native persistence, so such a cluster keeps its data region on disk in its state dir.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -126,12 +126,17 @@ load_cluster() {
 # Arguments for ignite_probe.py matching the cluster's security settings.
 probe_args() {
   if [[ "${SECURE:-0}" == 1 ]]; then
-    echo "--ca $STATE_ROOT/$1/tls/ca.pem --user ignite --password ignite"
+    echo "--ca $CACHE_DIR/tls/ca.pem --user ignite --password ignite"
   fi
 }
 
 make_certificates() {
   local tls="$1" pass=kfcache-test
+  # Reuse recent certificates: keytool is a JVM per call, slow on a busy machine.
+  if [[ -f "$tls/node.p12" && -f "$tls/ca.pem" ]] \
+      && [[ -z "$(find "$tls/ca.pem" -mtime +20 2>/dev/null)" ]]; then
+    return 0
+  fi
   rm -rf "$tls"
   mkdir -p "$tls"
   (
@@ -170,7 +175,7 @@ launch_node() {
   mkdir -p "$dir/work-$index"
   local secure_props=()
   if [[ "${SECURE:-0}" == 1 ]]; then
-    secure_props=(-Dkfcache.secure=true -Dkfcache.keyStore="$dir/tls/node.p12"
+    secure_props=(-Dkfcache.secure=true -Dkfcache.keyStore="$CACHE_DIR/tls/node.p12"
       -Dkfcache.keyStorePassword=kfcache-test)
   fi
   # The node runs in its work directory with IGNITE_HOME there too, so that nothing Ignite
@@ -275,7 +280,7 @@ EOF
   load_cluster "$cluster"
   if ((secure)); then
     rm -rf "$dir"/work-*
-    make_certificates "$dir/tls"
+    make_certificates "$CACHE_DIR/tls"
   fi
   log "starting $cluster: $servers node(s), client ports $base_port..$((base_port + servers - 1)), discovery $discovery_port..$((discovery_port + 9))"
   local index started=$SECONDS
@@ -310,8 +315,7 @@ cmd_stop() {
       stop_pid "$(cat "$pidfile")" "$cluster"
       rm -f "$pidfile"
     done
-    rm -rf "$STATE_ROOT/$cluster"/work-* "$STATE_ROOT/$cluster"/node-*.ready \
-      "$STATE_ROOT/$cluster/tls"
+    rm -rf "$STATE_ROOT/$cluster"/work-* "$STATE_ROOT/$cluster"/node-*.ready
     log "stopped $cluster"
   done
 }
