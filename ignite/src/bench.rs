@@ -2,7 +2,7 @@
 //! `cache_bench` example.
 //!
 //! It writes `count` values of `value_size` bytes into a fresh partitioned cache, reads them
-//! back, verifies lengths, and destroys the cache. This client keeps several requests in flight
+//! back, verifies lengths, and destroys the cache; a few untimed rounds warm the node up first. This client keeps several requests in flight
 //! per connection. With the `ignite-rs-baseline` feature the same workload also runs through
 //! ignite-rs 0.1.1 on a plain thread (it is blocking) against the first address, for
 //! comparison. Throughput is in MB/s with 1 MB = 10^6 bytes.
@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 
 /// Requests kept in flight by this client during the benchmark.
 const IN_FLIGHT: usize = 8;
+/// Untimed put/get/remove rounds before measuring.
+const WARM_UP: usize = 8;
 
 /// Put and get throughput of one client.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,6 +117,13 @@ async fn bench_kfcache_ignite(
             .collect::<Vec<u8>>(),
     );
     let limit = Arc::new(Semaphore::new(IN_FLIGHT));
+    // Untimed warm-up, so a freshly started node's JIT compilation is not measured.
+    for index in 0..count.min(WARM_UP) {
+        let key = format!("warm-up-{index}");
+        cache.put(&key, value.clone()).await?;
+        cache.get(&key).await?;
+        cache.remove(&key).await?;
+    }
     let cpu_before = process_cpu_seconds();
 
     let started = Instant::now();

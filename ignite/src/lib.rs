@@ -6,7 +6,7 @@
 //! depends on a rustls release with published advisories. This crate speaks protocol 1.7.0 on
 //! tokio:
 //!
-//! - one multiplexed connection per node ([`connection`](crate::Client)), many requests in
+//! - one multiplexed connection per node, shared by all clones of a [`Client`], many requests in
 //!   flight, vectored writes that send values without copying them;
 //! - connect and request timeouts, reconnect, failover across the configured addresses, and an
 //!   error naming every address tried when none answers;
