@@ -1,1 +1,37 @@
-//! Stages task inputs into the cache ahead of each GPU task (placeholder: the prefetcher issue fills it in).
+//! kfcache-prefetcher: stages pipeline inputs into the cache before the GPU tasks that read
+//! them start.
+//!
+//! Two seams, each a trait with an in-memory implementation for unit tests and a real one:
+//!
+//! - [`ArtifactSource`] — where bytes come from: [`ObjectStoreSource`] reads `s3://`, `gs://`,
+//!   `az://`, `http(s)://`, `file://` and `pvc://` URIs through object_store.
+//! - [`CacheSink`] — where bytes go: [`IgniteSink`] (Apache Ignite through kfcache-ignite) or
+//!   [`MemorySink`].
+//!
+//! Between them, [`ObjectCache`] owns the cache layout (chunks, manifests written last,
+//! checksums verified on every read, namespaced keys, cleanup of replaced and interrupted
+//! writes) and [`stage_object`] copies one object with concurrent ranged reads overlapping
+//! the chunk writes. One conformance suite per trait (in `tests/`) runs against every
+//! implementation, including a real Ignite cluster and a real S3 server.
+
+mod error;
+mod ignite;
+mod layout;
+mod manifest;
+mod memory;
+mod sink;
+mod source;
+mod stage;
+
+pub use error::{Error, Result};
+pub use ignite::{IgniteSink, IgniteSinkConfig};
+pub use layout::{
+    ChunkPutter, LayoutConfig, ObjectCache, ObjectWriter, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE,
+};
+pub use manifest::{
+    checksum, Manifest, SourceVersion, WriteRecord, WriteState, CHECKSUM_ALGORITHM,
+};
+pub use memory::MemorySink;
+pub use sink::{CacheSink, Space};
+pub use source::{ArtifactSource, ObjectStoreSource, SourceConfig, SourceObject};
+pub use stage::{stage_object, StageOptions};
