@@ -12,6 +12,7 @@
 //! read from the environment here (see [`default_db_path`]).
 
 mod error;
+mod history;
 mod location;
 mod read;
 mod record;
@@ -24,6 +25,10 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 pub use error::{Error, Result};
+pub use history::{
+    ArtifactObservation, ImportSummary, ObservationSource, PredictionRecord, RunObservation,
+    StoredRun, TaskObservation, TaskPredictionRecord,
+};
 pub use location::{classify, StorageKind};
 pub use records::{
     AnalysisRecord, ArtifactRecord, ArtifactRole, ArtifactStorage, DataRecord, DirectoryRecord,
