@@ -10,10 +10,13 @@
 //! asks object stores and file systems for input sizes, is async.
 
 pub mod anchor;
+pub mod backtest;
 pub mod duration;
 mod error;
+pub mod gantt;
 pub mod history;
 pub mod predict;
+pub mod probe;
 pub mod simulate;
 pub mod status;
 

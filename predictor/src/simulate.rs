@@ -49,6 +49,25 @@ impl PartialOrd for Running {
 
 /// Simulate the run; the result is indexed like `pipeline.tasks`.
 pub fn simulate(pipeline: &Pipeline, dag: &Dag, loads: &[TaskLoad]) -> Vec<TaskTimes> {
+    let durations: Vec<Vec<f64>> = (0..pipeline.tasks.len())
+        .map(|i| {
+            let l = loads.get(i).copied().unwrap_or(TaskLoad {
+                instance_s: 0.0,
+                instances: 1,
+            });
+            vec![l.instance_s; l.instances as usize]
+        })
+        .collect();
+    simulate_instances(pipeline, dag, &durations)
+}
+
+/// Simulate with each instance's own duration: `durations[task][instance]` seconds (an empty
+/// list is a loop over nothing).
+pub fn simulate_instances(
+    pipeline: &Pipeline,
+    dag: &Dag,
+    durations: &[Vec<f64>],
+) -> Vec<TaskTimes> {
     let n = pipeline.tasks.len();
     let mut times = vec![
         TaskTimes {
@@ -100,18 +119,24 @@ pub fn simulate(pipeline: &Pipeline, dag: &Dag, loads: &[TaskLoad]) -> Vec<TaskT
     let mut done = 0usize;
     let mut now = 0.0f64;
 
+    let empty: Vec<f64> = Vec::new();
+    let instance_s = |i: usize, k: usize| -> f64 {
+        let d = durations
+            .get(i)
+            .unwrap_or(&empty)
+            .get(k)
+            .copied()
+            .unwrap_or(0.0);
+        if d.is_finite() {
+            d.max(0.0)
+        } else {
+            0.0
+        }
+    };
     let load = |i: usize| -> TaskLoad {
-        let l = loads.get(i).copied().unwrap_or(TaskLoad {
-            instance_s: 0.0,
-            instances: 1,
-        });
         TaskLoad {
-            instance_s: if l.instance_s.is_finite() {
-                l.instance_s.max(0.0)
-            } else {
-                0.0
-            },
-            instances: l.instances,
+            instance_s: 0.0,
+            instances: durations.get(i).map_or(1, |d| d.len() as u32),
         }
     };
 
@@ -184,8 +209,9 @@ pub fn simulate(pipeline: &Pipeline, dag: &Dag, loads: &[TaskLoad]) -> Vec<TaskT
                 if let Some(g) = group_of[i] {
                     group_running[g] += 1;
                 }
+                let k = (load(i).instances - to_start[i] - 1) as usize;
                 running.push(Running {
-                    end: now + load(i).instance_s,
+                    end: now + instance_s(i, k),
                     task: i,
                 });
             }
