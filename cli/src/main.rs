@@ -5,6 +5,9 @@
 //! failure. Errors are printed with their whole cause chain.
 
 mod analyze;
+mod bench;
+mod cache;
+mod config;
 mod render;
 mod settings;
 
@@ -28,6 +31,10 @@ struct Cli {
 enum Command {
     /// Parse pipeline YAML into its task DAG, store it, and show tasks, inputs and timings.
     Analyze(analyze::AnalyzeArgs),
+    /// Look at and manage what is staged in the Ignite cache.
+    Cache(cache::CacheArgs),
+    /// Measure the cache cluster.
+    Bench(bench::BenchArgs),
 }
 
 /// An error that is the input's fault: exit code 2.
@@ -51,6 +58,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Analyze(args) => analyze::run(&cli.global, args).await,
+            Command::Cache(args) => cache::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {
