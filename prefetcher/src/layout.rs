@@ -12,8 +12,8 @@
 //!
 //! A write takes a fresh random generation `GEN`, records it (state `writing`), puts its
 //! chunks, puts the manifest (last: a reader never sees a half-written object), marks its
-//! record `committed`, then sweeps the object: every committed record other than the current
-//! manifest's generation, and every `writing` record older than `stale_after` (an interrupted
+//! record `committed`, then sweeps the object (reading the records before the current
+//! manifest): every committed record other than the current manifest's generation, and every `writing` record older than `stale_after` (an interrupted
 //! write), loses its chunks and its record. Because chunk keys carry the generation, two
 //! writers of the same URI never mix chunks; whichever manifest lands last wins, and the
 //! loser's chunks are removed by whichever of the two sweeps last (each sweeps after marking
@@ -35,7 +35,7 @@ use tokio::io::AsyncWriteExt;
 use crate::error::{Error, Result};
 use crate::manifest::{
     checksum, chunk_count, chunk_len, Manifest, ObjectHasher, SourceVersion, WriteRecord,
-    WriteState, CHECKSUM_ALGORITHM, MANIFEST_FORMAT,
+    WriteState, CHECKSUM_ALGORITHM, MANIFEST_FORMAT, MAX_RECORD_CHUNKS,
 };
 use crate::sink::{CacheSink, Space};
 
@@ -147,10 +147,19 @@ impl<S: CacheSink + ?Sized> ObjectCache<S> {
         format!("{}/c/{id}/{generation}/{index}", self.config.namespace)
     }
 
-    fn chunk_keys(&self, id: &str, generation: &str, count: u64) -> Vec<String> {
-        (0..count)
-            .map(|index| self.chunk_key_of(id, generation, index))
-            .collect()
+    /// Removes chunks `0..count` of one write, 1024 keys per request, without ever holding
+    /// more than one batch of keys.
+    async fn remove_chunks(&self, id: &str, generation: &str, count: u64) -> Result<()> {
+        let mut first = 0;
+        while first < count {
+            let last = count.min(first + 1024);
+            let keys: Vec<String> = (first..last)
+                .map(|index| self.chunk_key_of(id, generation, index))
+                .collect();
+            self.sink.remove_all(Space::Chunks, &keys).await?;
+            first = last;
+        }
+        Ok(())
     }
 
     /// The key of chunk `index` of the object `manifest` describes.
@@ -193,12 +202,19 @@ impl<S: CacheSink + ?Sized> ObjectCache<S> {
         version: SourceVersion,
         size: u64,
     ) -> Result<ObjectWriter<S>> {
+        let chunks = chunk_count(size, self.config.chunk_size);
+        if chunks > MAX_RECORD_CHUNKS {
+            return Err(Error::Config(format!(
+                "{uri}: {size} bytes in chunks of {} would be {chunks} chunks (at most {MAX_RECORD_CHUNKS}); use larger chunks",
+                self.config.chunk_size
+            )));
+        }
         let id = object_id(uri);
         let generation = new_generation();
         let record = WriteRecord {
             uri: uri.to_string(),
             generation: generation.clone(),
-            chunk_count: chunk_count(size, self.config.chunk_size),
+            chunk_count: chunks,
             state: WriteState::Writing,
             started_at: Utc::now(),
         };
@@ -259,17 +275,22 @@ impl<S: CacheSink + ?Sized> ObjectCache<S> {
 
     /// Removes chunks and records of writes of the object that are no longer needed.
     async fn sweep(&self, id: &str) -> Result<()> {
+        // Records first, the current manifest second: a record seen `committed` had its
+        // manifest put before it was read, so if another manifest is current afterwards, that
+        // write has been replaced for good (each write puts its manifest once). Reading the
+        // manifest first could see a manifest that a write committing meanwhile replaces,
+        // and remove the chunks of the write that ends up current.
+        let keys = self
+            .sink
+            .keys_with_prefix(Space::Meta, &self.record_prefix(id))
+            .await?;
+        let records = self.sink.get_all(Space::Meta, &keys).await?;
         let current = self
             .sink
             .get(Space::Meta, &self.manifest_key(id))
             .await?
             .and_then(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok())
             .map(|manifest| manifest.generation);
-        let keys = self
-            .sink
-            .keys_with_prefix(Space::Meta, &self.record_prefix(id))
-            .await?;
-        let records = self.sink.get_all(Space::Meta, &keys).await?;
         let now = Utc::now();
         let stale_after =
             chrono::Duration::from_std(self.config.stale_after).unwrap_or(chrono::Duration::MAX);
@@ -288,10 +309,8 @@ impl<S: CacheSink + ?Sized> ObjectCache<S> {
             let finished = record.state == WriteState::Committed;
             let stale = now.signed_duration_since(record.started_at) >= stale_after;
             if finished || stale {
-                let chunks = self.chunk_keys(id, &record.generation, record.chunk_count);
-                for batch in chunks.chunks(1024) {
-                    self.sink.remove_all(Space::Chunks, batch).await?;
-                }
+                self.remove_chunks(id, &record.generation, record.chunk_count)
+                    .await?;
                 self.sink.remove_all(Space::Meta, &[key]).await?;
             }
         }
@@ -318,29 +337,27 @@ impl<S: CacheSink + ?Sized> ObjectCache<S> {
         let mut objects = 0;
         for batch in keys.chunks(256) {
             let values = self.sink.get_all(Space::Meta, batch).await?;
-            let mut chunks = Vec::new();
+            let mut writes = std::collections::BTreeSet::new();
             for (key, bytes) in &values {
                 if key.starts_with(&format!("{prefix}m/")) {
                     objects += 1;
-                    if let Ok(manifest) = serde_json::from_slice::<Manifest>(bytes) {
-                        chunks.extend(self.chunk_keys(
-                            &object_id(&manifest.uri),
-                            &manifest.generation,
+                    if let Ok(manifest) = Manifest::decode(key, bytes) {
+                        writes.insert((
+                            object_id(&manifest.uri),
+                            manifest.generation,
                             manifest.chunk_count,
                         ));
                     }
-                } else if let Ok(record) = serde_json::from_slice::<WriteRecord>(bytes) {
-                    chunks.extend(self.chunk_keys(
-                        &object_id(&record.uri),
-                        &record.generation,
+                } else if let Ok(record) = WriteRecord::decode(key, bytes) {
+                    writes.insert((
+                        object_id(&record.uri),
+                        record.generation,
                         record.chunk_count,
                     ));
                 }
             }
-            chunks.sort();
-            chunks.dedup();
-            for chunk_batch in chunks.chunks(1024) {
-                self.sink.remove_all(Space::Chunks, chunk_batch).await?;
+            for (id, generation, count) in writes {
+                self.remove_chunks(&id, &generation, count).await?;
             }
             self.sink.remove_all(Space::Meta, batch).await?;
         }
@@ -383,8 +400,8 @@ impl<S: CacheSink + ?Sized> ObjectCache<S> {
         Ok(chunks)
     }
 
-    /// Streams the verified bytes of `uri` into `out`; returns the manifest. `restart` is
-    /// called before writing again from the start after the object was replaced mid-read.
+    /// Hands the verified chunks of `uri` to `emit` in order; returns the manifest. `emit(None)`
+    /// means "start again from byte 0": the object was replaced mid-read by a newer write.
     async fn read_with<F, Fut>(&self, uri: &str, mut emit: F) -> Result<Manifest>
     where
         F: FnMut(Option<Bytes>) -> Fut,
@@ -632,6 +649,20 @@ impl<S: CacheSink + ?Sized> ObjectWriter<S> {
             checksum: self.hasher.finish(),
             staged_at: Utc::now(),
         };
+        // A write slower than `stale_after` may have been swept as interrupted: its chunks
+        // may be gone, so it must not publish a manifest naming them.
+        if self
+            .cache
+            .sink
+            .get(Space::Meta, &self.record_key)
+            .await?
+            .is_none()
+        {
+            return Err(Error::Config(format!(
+                "the write of {} took longer than stale_after ({:?}) and was cleaned up; stage it again",
+                self.record.uri, self.cache.config.stale_after
+            )));
+        }
         let key = self.cache.manifest_key(&self.id);
         let value = serde_json::to_vec(&manifest).map_err(|source| Error::BadMetadata {
             key: key.clone(),
@@ -653,14 +684,14 @@ impl<S: CacheSink + ?Sized> ObjectWriter<S> {
     /// Gives the write up: removes its chunks and record (best effort; what stays behind is
     /// swept as an interrupted write later).
     pub async fn abort(self) {
-        let chunks =
-            self.cache
-                .chunk_keys(&self.id, &self.record.generation, self.record.chunk_count);
-        for batch in chunks.chunks(1024) {
-            if let Err(error) = self.cache.sink.remove_all(Space::Chunks, batch).await {
-                tracing::warn!("cannot remove chunks of an abandoned write: {error}");
-                return;
-            }
+        // Only the chunks accepted so far can have been put.
+        if let Err(error) = self
+            .cache
+            .remove_chunks(&self.id, &self.record.generation, self.next_index)
+            .await
+        {
+            tracing::warn!("cannot remove chunks of an abandoned write: {error}");
+            return;
         }
         if let Err(error) = self
             .cache

@@ -30,6 +30,7 @@ pub use layout::{
 };
 pub use manifest::{
     checksum, Manifest, SourceVersion, WriteRecord, WriteState, CHECKSUM_ALGORITHM,
+    MAX_RECORD_CHUNKS,
 };
 pub use memory::MemorySink;
 pub use sink::{CacheSink, Space};

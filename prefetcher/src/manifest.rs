@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 /// The manifest format this crate writes and reads.
 pub const MANIFEST_FORMAT: u32 = 1;
 
+/// Most chunks one object may have (64 TiB in 4 MiB chunks).
+pub const MAX_RECORD_CHUNKS: u64 = 1 << 24;
+
 /// Name of the checksum algorithm recorded in manifests.
 pub const CHECKSUM_ALGORITHM: &str = "xxh3-128";
 
@@ -187,12 +190,22 @@ pub struct WriteRecord {
 }
 
 impl WriteRecord {
+    /// Decodes a record; one claiming more than [`MAX_RECORD_CHUNKS`] chunks is refused so
+    /// that a damaged record cannot make cleanup loop for ever.
     pub(crate) fn decode(key: &str, bytes: &[u8]) -> Result<WriteRecord> {
-        serde_json::from_slice(bytes).map_err(|source| Error::BadMetadata {
-            key: key.to_string(),
-            what: "write record",
-            source,
-        })
+        let record: WriteRecord =
+            serde_json::from_slice(bytes).map_err(|source| Error::BadMetadata {
+                key: key.to_string(),
+                what: "write record",
+                source,
+            })?;
+        if record.chunk_count > MAX_RECORD_CHUNKS {
+            return Err(Error::BadManifest {
+                uri: record.uri,
+                reason: format!("write record {key:?} claims {} chunks", record.chunk_count),
+            });
+        }
+        Ok(record)
     }
 }
 

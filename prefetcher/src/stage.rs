@@ -6,8 +6,6 @@
 //! group is written by its own task, at most `write_concurrency` at a time. Memory in use is
 //! bounded by `(read_concurrency + write_concurrency × batch) × chunk size`.
 
-use std::sync::Arc;
-
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
@@ -62,8 +60,8 @@ where
         .ready_chunks(options.write_batch.max(1));
     futures::pin_mut!(reads);
 
+    let mut writes = tokio::task::JoinSet::new();
     let outcome: Result<()> = async {
-        let mut writes = tokio::task::JoinSet::new();
         while let Some(batch) = reads.next().await {
             let mut entries = Vec::with_capacity(batch.len());
             for chunk in batch {
@@ -72,7 +70,7 @@ where
             while writes.len() >= options.write_concurrency.max(1) {
                 join_one(&mut writes).await?;
             }
-            let putter = Arc::new(writer.putter());
+            let putter = writer.putter();
             writes.spawn(async move { putter.put(entries).await });
         }
         while !writes.is_empty() {
@@ -84,6 +82,8 @@ where
     match outcome {
         Ok(()) => writer.finish().await,
         Err(error) => {
+            // Let writes already sent land before removing them, so that none lands after.
+            while writes.join_next().await.is_some() {}
             writer.abort().await;
             Err(error)
         }

@@ -112,7 +112,10 @@ pub async fn cache_sink_suite<S: CacheSink + ?Sized + 'static>(sink: Arc<S>) {
     round_trip_of_every_size(sink.clone()).await;
     default_chunk_size_object(sink.clone()).await;
     replaced_object_leaves_no_stale_chunks(sink.clone()).await;
-    concurrent_writers_of_one_key(sink.clone()).await;
+    // Races show up only sometimes: several rounds.
+    for _ in 0..3 {
+        concurrent_writers_of_one_key(sink.clone()).await;
+    }
     interleaved_writers_last_manifest_wins(sink.clone()).await;
     interrupted_write_is_swept(sink.clone()).await;
     corrupted_chunk_is_detected(sink.clone()).await;
