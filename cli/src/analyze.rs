@@ -8,8 +8,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use kfcache_parser::schedule::{default_schedule, TaskTimes};
+use kfcache_parser::schedule::TaskTimes;
 use kfcache_parser::{Dag, ParseOptions, Pipeline};
+use kfcache_predictor::{EstimatorConfig, InputSizes, PipelineHistory};
 use kfcache_schema::Store;
 
 use crate::render;
@@ -67,7 +68,15 @@ pub fn analyse_files(files: &[PathBuf], templates: &[PathBuf]) -> Result<Vec<Ana
         let pipelines = kfcache_parser::parse_file(file, &options).map_err(classify)?;
         for pipeline in pipelines {
             let dag = Dag::build(&pipeline).map_err(classify)?;
-            let times = default_schedule(&pipeline, &dag);
+            // Without a database: the predictor's prior (no history, no known sizes).
+            let times = kfcache_predictor::predict(
+                &pipeline,
+                &dag,
+                &PipelineHistory::default(),
+                &InputSizes::new(),
+                &EstimatorConfig::default(),
+            )
+            .times();
             analyses.push(Analysis {
                 pipeline,
                 dag,
@@ -89,14 +98,24 @@ fn classify(error: kfcache_parser::Error) -> anyhow::Error {
 }
 
 pub async fn run(global: &GlobalArgs, args: AnalyzeArgs) -> Result<()> {
-    let analyses = analyse_files(&args.files, &args.templates)?;
+    let mut analyses = analyse_files(&args.files, &args.templates)?;
 
     if !args.no_store {
         let db = global.db_path()?;
         let store = Store::open(&db)
             .await
             .with_context(|| format!("cannot open the database {}", db.display()))?;
-        for analysis in &analyses {
+        for analysis in &mut analyses {
+            // History and probed sizes in the database refine the prior.
+            analysis.times = crate::predict::predict_from_store(
+                &store,
+                &analysis.pipeline,
+                &analysis.dag,
+                &EstimatorConfig::default(),
+                crate::predict::DEFAULT_HISTORY_RUNS,
+            )
+            .await?
+            .times();
             let hash = pipeline_hash(&analysis.pipeline)?;
             let record = store
                 .record_analysis(&analysis.pipeline, &hash, &analysis.times)
@@ -130,7 +149,7 @@ pub async fn run(global: &GlobalArgs, args: AnalyzeArgs) -> Result<()> {
 /// The content hash that identifies a pipeline version: the analysed model, so that the same
 /// pipeline read from another path (or with the same templates resolved) is the same version,
 /// and any change that alters the tasks makes a new one.
-fn pipeline_hash(pipeline: &Pipeline) -> Result<String> {
+pub(crate) fn pipeline_hash(pipeline: &Pipeline) -> Result<String> {
     let mut model = serde_json::to_value(pipeline).context("cannot serialise the pipeline")?;
     if let Some(object) = model.as_object_mut() {
         object.remove("source");

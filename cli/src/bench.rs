@@ -20,6 +20,8 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Put and get throughput of the Ignite cluster through kfcache's client and ignite-rs.
     Cache(CacheBenchArgs),
+    /// Backtest the predictor on synthetic history of a pipeline against Argo's last-run rule.
+    Predict(crate::bench_predict::PredictBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -37,6 +39,7 @@ pub struct CacheBenchArgs {
 pub async fn run(args: BenchArgs) -> Result<()> {
     match args.command {
         BenchCommand::Cache(args) => cache(args).await,
+        BenchCommand::Predict(args) => crate::bench_predict::run(args),
     }
 }
 

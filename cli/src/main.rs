@@ -6,8 +6,11 @@
 
 mod analyze;
 mod bench;
+mod bench_predict;
 mod cache;
 mod config;
+mod history;
+mod predict;
 mod render;
 mod settings;
 
@@ -35,6 +38,10 @@ enum Command {
     Cache(cache::CacheArgs),
     /// Measure the cache cluster.
     Bench(bench::BenchArgs),
+    /// Import the status of past runs into the history predictions learn from.
+    History(history::HistoryArgs),
+    /// Predict when each task of a run starts and ends and what it reads by then.
+    Predict(predict::PredictArgs),
 }
 
 /// An error that is the input's fault: exit code 2.
@@ -60,6 +67,8 @@ fn main() -> ExitCode {
             Command::Analyze(args) => analyze::run(&cli.global, args).await,
             Command::Cache(args) => cache::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::History(args) => history::run(&cli.global, args).await,
+            Command::Predict(args) => predict::run(&cli.global, args).await,
         }
     });
     match result {
@@ -69,7 +78,9 @@ fn main() -> ExitCode {
             for cause in error.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            if error.downcast_ref::<InvalidInput>().is_some() {
+            if error.downcast_ref::<InvalidInput>().is_some()
+                || error.downcast_ref::<history::InvalidStatus>().is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)

@@ -142,20 +142,19 @@ pub fn simulate_instances(
 
     // Tasks that finish at `at` (no instances) cascade immediately.
     let mut finished: Vec<(usize, f64)> = Vec::new();
-    for i in 0..n {
-        if waiting[i] == 0 {
-            become_ready(
-                i,
-                0.0,
-                &load,
-                &mut times,
-                &mut to_start,
-                &mut unfinished,
-                &mut ready,
-                &mut finished,
-                &mut ready_at,
-            );
-        }
+    let roots: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    for i in roots {
+        become_ready(
+            i,
+            0.0,
+            &load,
+            &mut times,
+            &mut to_start,
+            &mut unfinished,
+            &mut ready,
+            &mut finished,
+            &mut ready_at,
+        );
     }
     loop {
         // Propagate finished tasks.

@@ -1,0 +1,569 @@
+//! `kfcache predict FILE|PIPELINE`: predict when each task of the next run starts and ends
+//! and what it reads by then, store the prediction, print it (table, JSON or a Gantt SVG).
+//!
+//! The pipeline is a file (analysed and stored like `kfcache analyze` does) or the name of
+//! one already stored. History comes from the database (`kfcache history import`); with
+//! `--probe-sizes` the external inputs' sizes are asked from their storage first and stored.
+//! Predictions are kept per pipeline version and anchor (the run's start time).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, SecondsFormat, Utc};
+use clap::{Args, ValueEnum};
+use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
+use kfcache_parser::{Dag, Pipeline, TaskKind};
+use kfcache_predictor::history::PipelineHistory;
+use kfcache_predictor::probe::{
+    probe_sizes, probeable, ProbeConfig, ProbedSize, PvcRoot, S3Config,
+};
+use kfcache_predictor::{
+    anchor, gantt, predict, EstimatorConfig, InputSizes, Prediction, PriorConfig,
+};
+use kfcache_schema::{classify, StorageKind, Store, TaskPredictionRecord};
+use serde_json::{json, Value};
+
+use crate::analyze::{analyse_files, pipeline_hash};
+use crate::settings::GlobalArgs;
+
+/// Recent runs of history a prediction learns from unless told otherwise.
+pub const DEFAULT_HISTORY_RUNS: u32 = 50;
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A pipeline file (as for `analyze`), or the name of a pipeline already analysed.
+    #[arg(value_name = "FILE|PIPELINE")]
+    pub target: String,
+
+    /// When the run starts (RFC 3339, e.g. 2024-06-01T02:00:00+02:00) [default: now].
+    #[arg(long, value_name = "TIME", conflicts_with = "next_run", value_parser = parse_time)]
+    pub start_at: Option<DateTime<Utc>>,
+
+    /// Start at the CronWorkflow's next fire time, in its timezone.
+    #[arg(long)]
+    pub next_run: bool,
+
+    /// Ask S3 / GCS / HTTP / file / mapped PVC storage for each external input's size first
+    /// (S3 settings from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, ...).
+    #[arg(long)]
+    pub probe_sizes: bool,
+
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = PredictFormat::Table)]
+    pub format: PredictFormat,
+
+    /// Also write the Gantt chart of the prediction to this SVG file.
+    #[arg(long, value_name = "OUT.svg")]
+    pub gantt: Option<PathBuf>,
+
+    /// Template directories for `templateRef`, as for `analyze`.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Vec<PathBuf>,
+
+    /// Where a PVC claim's files are readable here, for --probe-sizes: CLAIM=DIR, or
+    /// CLAIM:/mount/path=DIR when the URIs name paths under the pod's mount path.
+    #[arg(long, value_name = "CLAIM[:MOUNT]=DIR")]
+    pub pvc_map: Vec<String>,
+
+    /// Read bandwidth of a task, for tasks without history [env: KFCACHE_READ_BANDWIDTH_MBPS].
+    #[arg(long, value_name = "MB/s")]
+    pub read_bandwidth: Option<f64>,
+
+    /// Compute prior of a CPU task kind without history, e.g. container=120; repeatable.
+    #[arg(long, value_name = "KIND=SECONDS")]
+    pub compute_prior: Vec<String>,
+
+    /// Compute prior of a GPU task kind without history, e.g. container=1800; repeatable.
+    #[arg(long, value_name = "KIND=SECONDS")]
+    pub gpu_compute_prior: Vec<String>,
+
+    /// How many recent runs of history to learn from.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_HISTORY_RUNS)]
+    pub history: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PredictFormat {
+    /// One row per task: times, duration source, inputs with sizes.
+    Table,
+    /// Machine-readable: one object per pipeline (an array when several).
+    Json,
+    /// The Gantt chart as SVG.
+    Svg,
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("not an RFC 3339 time ({e}), e.g. 2024-06-01T02:00:00Z"))
+}
+
+/// One predicted pipeline, ready to print.
+struct Predicted {
+    pipeline: Pipeline,
+    version_id: i64,
+    anchor: DateTime<Utc>,
+    anchor_kind: &'static str,
+    prediction: Prediction,
+}
+
+/// The estimator settings from flags and environment.
+fn estimator_config(args: &PredictArgs) -> Result<EstimatorConfig> {
+    let mut prior = PriorConfig::default();
+    let bandwidth =
+        match args.read_bandwidth {
+            Some(b) => Some(b),
+            None => match std::env::var("KFCACHE_READ_BANDWIDTH_MBPS") {
+                Ok(v) if !v.is_empty() => Some(v.parse::<f64>().with_context(|| {
+                    format!("KFCACHE_READ_BANDWIDTH_MBPS={v:?} is not a number")
+                })?),
+                _ => None,
+            },
+        };
+    if let Some(mbps) = bandwidth {
+        if !(mbps > 0.0 && mbps.is_finite()) {
+            bail!("the read bandwidth must be a positive number of MB/s, not {mbps}");
+        }
+        prior.read_bandwidth_bytes_per_s = mbps * 1e6;
+    }
+    prior.compute_s = kind_table(&args.compute_prior, "--compute-prior")?;
+    prior.gpu_compute_s = kind_table(&args.gpu_compute_prior, "--gpu-compute-prior")?;
+    Ok(EstimatorConfig {
+        prior,
+        ..EstimatorConfig::default()
+    })
+}
+
+fn kind_table(entries: &[String], flag: &str) -> Result<HashMap<TaskKind, f64>> {
+    let mut table = HashMap::new();
+    for entry in entries {
+        let (kind, seconds) = entry
+            .split_once('=')
+            .with_context(|| format!("{flag} {entry:?}: expected KIND=SECONDS"))?;
+        let kind = match kind {
+            "container" => TaskKind::Container,
+            "script" => TaskKind::Script,
+            "resource" => TaskKind::Resource,
+            "importer" => TaskKind::Importer,
+            "suspend" => TaskKind::Suspend,
+            "http" => TaskKind::Http,
+            "plugin" => TaskKind::Plugin,
+            "other" => TaskKind::Other,
+            other => bail!("{flag} {entry:?}: unknown task kind `{other}` (container, script, resource, importer, suspend, http, plugin, other)"),
+        };
+        let seconds: f64 = seconds
+            .parse()
+            .ok()
+            .filter(|s: &f64| *s >= 0.0 && s.is_finite())
+            .with_context(|| format!("{flag} {entry:?}: SECONDS must be a non-negative number"))?;
+        table.insert(kind, seconds);
+    }
+    Ok(table)
+}
+
+/// S3 / GCS / PVC settings from the standard environment and `--pvc-map`.
+fn probe_config(args: &PredictArgs) -> Result<ProbeConfig> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut pvc_roots = BTreeMap::new();
+    for entry in &args.pvc_map {
+        let (claim, dir) = entry.split_once('=').with_context(|| {
+            format!("--pvc-map {entry:?}: expected CLAIM=DIR or CLAIM:/mount=DIR")
+        })?;
+        let (claim, mount) = match claim.split_once(':') {
+            Some((c, m)) => (c, Some(m.to_string())),
+            None => (claim, None),
+        };
+        pvc_roots.insert(
+            claim.to_string(),
+            PvcRoot {
+                mount,
+                local: PathBuf::from(dir),
+            },
+        );
+    }
+    Ok(ProbeConfig {
+        s3: S3Config {
+            endpoint: var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")),
+            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
+            access_key_id: var("AWS_ACCESS_KEY_ID"),
+            secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
+            session_token: var("AWS_SESSION_TOKEN"),
+            virtual_hosted_style: var("AWS_S3_VIRTUAL_HOSTED_STYLE")
+                .is_some_and(|v| v == "true" || v == "1"),
+        },
+        gcs_service_account_path: var("GOOGLE_APPLICATION_CREDENTIALS"),
+        pvc_roots,
+    })
+}
+
+/// Sizes of a pipeline's inputs as stored (probed earlier).
+async fn stored_sizes(store: &Store, pipeline: &Pipeline) -> Result<InputSizes> {
+    let mut sizes = InputSizes::new();
+    for uri in pipeline
+        .tasks
+        .iter()
+        .flat_map(|t| t.inputs.iter())
+        .filter_map(|i| i.source.as_deref())
+    {
+        if sizes.contains_key(uri) {
+            continue;
+        }
+        let size = match classify(uri) {
+            StorageKind::Data => store.data(uri).await?.and_then(|d| d.size_bytes),
+            StorageKind::Directory => store.directory(uri).await?.and_then(|d| d.size_bytes),
+            StorageKind::Inline => None,
+        };
+        if let Some(size) = size {
+            sizes.insert(uri.to_string(), size);
+        }
+    }
+    Ok(sizes)
+}
+
+/// Predict `pipeline` from the history and sizes in `store`. `kfcache analyze` uses this too.
+pub async fn predict_from_store(
+    store: &Store,
+    pipeline: &Pipeline,
+    dag: &Dag,
+    config: &EstimatorConfig,
+    history_runs: u32,
+) -> Result<Prediction> {
+    let runs: Vec<_> = store
+        .runs_of_pipeline(&pipeline.name, history_runs)
+        .await
+        .with_context(|| format!("cannot read the run history of `{}`", pipeline.name))?
+        .into_iter()
+        .map(|r| r.run)
+        .collect();
+    let history = PipelineHistory::build(pipeline, &runs);
+    let sizes = stored_sizes(store, pipeline).await?;
+    Ok(predict(pipeline, dag, &history, &sizes, config))
+}
+
+async fn probe_and_store(store: &Store, pipeline: &Pipeline, config: &ProbeConfig) -> Result<()> {
+    let mut uris: Vec<String> = pipeline
+        .tasks
+        .iter()
+        .flat_map(|t| t.inputs.iter())
+        .filter_map(|i| i.source.clone())
+        .filter(|u| probeable(u))
+        .collect();
+    uris.sort();
+    uris.dedup();
+    for (uri, result) in probe_sizes(&uris, config).await {
+        match result {
+            Ok(size) => {
+                let (bytes, count) = match size {
+                    ProbedSize::Object { size_bytes } => (size_bytes, 1),
+                    ProbedSize::Directory {
+                        size_bytes,
+                        object_count,
+                    } => (size_bytes, object_count),
+                };
+                match classify(&uri) {
+                    StorageKind::Directory => store.set_directory_size(&uri, bytes, count).await?,
+                    _ => store.set_data_size(&uri, bytes).await?,
+                }
+                tracing::info!(%uri, bytes, "probed input size");
+            }
+            Err(error) => {
+                let mut message = error.to_string();
+                let mut source = std::error::Error::source(&error);
+                while let Some(cause) = source {
+                    let _ = write!(message, ": {cause}");
+                    source = cause.source();
+                }
+                eprintln!("warning: {message}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
+    let config = estimator_config(&args)?;
+    let db = global.db_path()?;
+    let store = Store::open(&db)
+        .await
+        .with_context(|| format!("cannot open the database {}", db.display()))?;
+
+    // The pipelines and their stored versions.
+    let mut targets: Vec<(Pipeline, Dag, i64)> = Vec::new();
+    let path = Path::new(&args.target);
+    if path.exists() {
+        for analysis in analyse_files(&[path.to_path_buf()], &args.templates)? {
+            let hash = pipeline_hash(&analysis.pipeline)?;
+            let record = store
+                .record_analysis(&analysis.pipeline, &hash, &[])
+                .await
+                .with_context(|| format!("cannot store pipeline `{}`", analysis.pipeline.name))?;
+            targets.push((analysis.pipeline, analysis.dag, record.version_id));
+        }
+    } else {
+        let version = store.latest_version(&args.target).await?.with_context(|| {
+            format!("`{}` is neither a file nor an analysed pipeline (run `kfcache analyze FILE` first)", args.target)
+        })?;
+        let pipeline = store.pipeline(version.id).await?;
+        let dag = Dag::build(&pipeline)
+            .with_context(|| format!("stored pipeline `{}` is not a valid DAG", args.target))?;
+        targets.push((pipeline, dag, version.id));
+    }
+
+    let probe = if args.probe_sizes {
+        Some(probe_config(&args)?)
+    } else {
+        None
+    };
+    let now = Utc::now();
+    let mut predicted = Vec::new();
+    for (pipeline, dag, version_id) in targets {
+        if let Some(probe) = &probe {
+            probe_and_store(&store, &pipeline, probe).await?;
+        }
+        let (anchor, anchor_kind) = if let Some(at) = args.start_at {
+            (at, "start-at")
+        } else if args.next_run {
+            (anchor::next_run(&pipeline, now)?, "next-run")
+        } else {
+            (now, "now")
+        };
+        let prediction = predict_from_store(&store, &pipeline, &dag, &config, args.history).await?;
+        let records: Vec<TaskPredictionRecord> = prediction
+            .tasks
+            .iter()
+            .map(|t| TaskPredictionRecord {
+                task_key: t.task.clone(),
+                start_s: t.start_s,
+                end_s: t.end_s,
+                start_at: at(anchor, t.start_s),
+                end_at: at(anchor, t.end_s),
+                duration_s: t.estimate.duration_s,
+                duration_source: t.estimate.source.as_str().to_string(),
+                samples: t.estimate.samples,
+                run_probability: t.estimate.run_probability,
+                retry_s: t.estimate.retry_s,
+                instances: t.estimate.instances,
+            })
+            .collect();
+        store
+            .record_prediction(
+                version_id,
+                anchor,
+                anchor_kind,
+                prediction.history_runs as u32,
+                &records,
+            )
+            .await
+            .with_context(|| format!("cannot store the prediction of `{}`", pipeline.name))?;
+        predicted.push(Predicted {
+            pipeline,
+            version_id,
+            anchor,
+            anchor_kind,
+            prediction,
+        });
+    }
+
+    if let Some(out) = &args.gantt {
+        let svg = gantt_svgs(&predicted)?;
+        std::fs::write(out, svg).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    let out = match args.format {
+        PredictFormat::Table => table(&predicted),
+        PredictFormat::Json => json_output(&predicted)?,
+        PredictFormat::Svg => gantt_svgs(&predicted)?,
+    };
+    print!("{out}");
+    Ok(())
+}
+
+fn gantt_svgs(predicted: &[Predicted]) -> Result<String> {
+    // One chart per pipeline; several pipelines of one file are drawn one after the other.
+    let mut out = String::new();
+    for p in predicted {
+        out.push_str(&gantt::svg(&p.pipeline.name, &p.prediction)?);
+    }
+    Ok(out)
+}
+
+fn at(anchor: DateTime<Utc>, seconds: f64) -> DateTime<Utc> {
+    anchor + chrono::Duration::milliseconds((seconds * 1000.0).round() as i64)
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Bytes as `1.2 GB`.
+fn size(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..=999 => format!("{bytes} B"),
+        1_000..=999_999 => format!("{:.1} kB", b / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1} MB", b / 1e6),
+        1_000_000_000..=999_999_999_999 => format!("{:.1} GB", b / 1e9),
+        _ => format!("{:.1} TB", b / 1e12),
+    }
+}
+
+/// Seconds as `1h02m03s`, `2m03s` or `3s`.
+fn duration(seconds: f64) -> String {
+    let total = seconds.round().max(0.0) as u64;
+    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
+    if h > 0 {
+        format!("{h}h{m:02}m{s:02}s")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The end of `text` in at most `max` characters, `…` for what is cut.
+fn tail(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_string();
+    }
+    format!(
+        "…{}",
+        text.chars().skip(count + 1 - max).collect::<String>()
+    )
+}
+
+fn table(predicted: &[Predicted]) -> String {
+    let mut out = String::new();
+    for (n, p) in predicted.iter().enumerate() {
+        if n > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "{} `{}` (version {})",
+            p.pipeline.kind, p.pipeline.name, p.version_id
+        );
+        let _ = writeln!(
+            out,
+            "run starts {} ({}), predicted makespan {}, from {} runs of history",
+            rfc3339(p.anchor),
+            p.anchor_kind,
+            duration(p.prediction.makespan_s()),
+            p.prediction.history_runs
+        );
+        let mut table = Table::new();
+        table
+            .load_preset(presets::UTF8_HORIZONTAL_ONLY)
+            .set_content_arrangement(ContentArrangement::Disabled)
+            .set_header([
+                "TASK",
+                "GPU",
+                "START",
+                "END",
+                "DURATION",
+                "INPUTS (needed at START)",
+            ]);
+        for t in &p.prediction.tasks {
+            let mut source = format!("{} {}", duration(t.estimate.duration_s), t.estimate.source);
+            if t.estimate.samples > 0 {
+                let _ = write!(source, " ×{}", t.estimate.samples);
+            }
+            if t.estimate.retry_s >= 0.5 {
+                let _ = write!(source, "\n+{} retries", duration(t.estimate.retry_s));
+            }
+            if t.estimate.run_probability < 1.0 {
+                let _ = write!(source, "\nruns {:.0}%", t.estimate.run_probability * 100.0);
+            }
+            let inputs: Vec<String> = t
+                .inputs
+                .iter()
+                .map(|i| {
+                    let uri = tail(i.uri.as_deref().unwrap_or(&i.name), 28);
+                    match i.size_bytes {
+                        Some(b) => format!("{uri} {}", size(b)),
+                        None => uri,
+                    }
+                })
+                .collect();
+            let mut id = tail(&t.task, 24);
+            if t.estimate.instances != 1 {
+                let _ = write!(id, " ×{}", t.estimate.instances);
+            }
+            table.add_row(vec![
+                Cell::new(id),
+                Cell::new(if t.gpus > 0 {
+                    t.gpus.to_string()
+                } else {
+                    "-".into()
+                })
+                .set_alignment(CellAlignment::Right),
+                Cell::new(duration(t.start_s)).set_alignment(CellAlignment::Right),
+                Cell::new(if t.runs {
+                    duration(t.end_s)
+                } else {
+                    "skip".into()
+                })
+                .set_alignment(CellAlignment::Right),
+                Cell::new(source),
+                Cell::new(if inputs.is_empty() {
+                    "-".to_string()
+                } else {
+                    inputs.join("\n")
+                }),
+            ]);
+        }
+        let _ = writeln!(out, "{table}");
+    }
+    out
+}
+
+fn prediction_json(p: &Predicted) -> Value {
+    let tasks: Vec<Value> = p
+        .prediction
+        .tasks
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.task,
+                "gpus": t.gpus,
+                "start_s": t.start_s,
+                "end_s": t.end_s,
+                "start_at": rfc3339(at(p.anchor, t.start_s)),
+                "end_at": rfc3339(at(p.anchor, t.end_s)),
+                "runs": t.runs,
+                "duration_s": t.estimate.duration_s,
+                "duration_source": t.estimate.source.as_str(),
+                "samples": t.estimate.samples,
+                "retry_s": t.estimate.retry_s,
+                "failure_rate": t.estimate.failure_rate,
+                "run_probability": t.estimate.run_probability,
+                "instances": t.estimate.instances,
+                "inputs": t.inputs.iter().map(|i| json!({
+                    "name": i.name,
+                    "uri": i.uri,
+                    "size_bytes": i.size_bytes,
+                    "needed_by_s": i.needed_by_s,
+                    "needed_by": rfc3339(at(p.anchor, i.needed_by_s)),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "pipeline": p.pipeline.name,
+        "version_id": p.version_id,
+        "anchor": rfc3339(p.anchor),
+        "anchor_kind": p.anchor_kind,
+        "history_runs": p.prediction.history_runs,
+        "makespan_s": p.prediction.makespan_s(),
+        "tasks": tasks,
+    })
+}
+
+fn json_output(predicted: &[Predicted]) -> Result<String> {
+    let value = match predicted {
+        [one] => prediction_json(one),
+        many => Value::Array(many.iter().map(prediction_json).collect()),
+    };
+    Ok(serde_json::to_string_pretty(&value)? + "\n")
+}
