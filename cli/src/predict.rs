@@ -523,9 +523,11 @@ fn prediction_json(p: &Predicted) -> Value {
         .prediction
         .tasks
         .iter()
-        .map(|t| {
+        .zip(&p.pipeline.tasks)
+        .map(|(t, task)| {
             json!({
                 "id": t.task,
+                "depends_on": task.depends_on,
                 "gpus": t.gpus,
                 "start_s": t.start_s,
                 "end_s": t.end_s,
