@@ -6,7 +6,9 @@
 //! limit exceeded") and very deep nesting ("recursion limit exceeded"); the byte limit below
 //! keeps a single huge file from being read at all.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use serde_yaml::Value;
 
@@ -18,15 +20,79 @@ pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// One YAML document of a file.
 #[derive(Debug, Clone)]
 pub struct Document {
-    /// The document's text.
-    pub text: String,
+    /// The document's text (shared: documents are cloned into template sets and libraries).
+    pub text: Arc<str>,
     /// 1-based line in the file where the document's text starts.
     pub first_line: usize,
-    pub value: Value,
+    /// The parsed document. For Argo kinds, `key: null` entries are already removed so that
+    /// serde defaults apply, the way Argo's own decoder treats them.
+    pub value: Arc<Value>,
     pub kind: DocKind,
+    /// Built on first use by the line look-ups, so that locating thousands of tasks stays
+    /// linear in the size of the document.
+    lines: OnceLock<LineIndex>,
+}
+
+/// Where each line of a document starts and ends, and on which lines each `name: X` stands.
+#[derive(Debug, Clone, Default)]
+struct LineIndex {
+    /// Byte range of each line's text with indentation and a leading `- ` removed.
+    trimmed: Vec<(usize, usize)>,
+    /// The value of every `name: X` line (quotes removed) → its file lines, ascending.
+    names: HashMap<String, Vec<usize>>,
 }
 
 impl Document {
+    pub fn new(text: String, first_line: usize, mut value: Value, kind: DocKind) -> Document {
+        if matches!(
+            kind,
+            DocKind::Workflow
+                | DocKind::WorkflowTemplate
+                | DocKind::ClusterWorkflowTemplate
+                | DocKind::CronWorkflow
+        ) {
+            strip_nulls(&mut value);
+        }
+        Document {
+            text: text.into(),
+            first_line,
+            value: Arc::new(value),
+            kind,
+            lines: OnceLock::new(),
+        }
+    }
+
+    fn index(&self) -> &LineIndex {
+        self.lines.get_or_init(|| {
+            let mut index = LineIndex::default();
+            let mut offset = 0;
+            for (i, line) in self.text.split_inclusive('\n').enumerate() {
+                let body = line.trim_end();
+                let indent = body.len() - body.trim_start().len();
+                let rest = body[indent..]
+                    .strip_prefix("- ")
+                    .map_or(&body[indent..], str::trim_start);
+                let start = offset + (body.len() - rest.len());
+                index.trimmed.push((start, offset + body.len()));
+                if let Some(value) = rest.strip_prefix("name: ") {
+                    let value = value.trim();
+                    let unquoted = value
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                        .unwrap_or(value);
+                    index
+                        .names
+                        .entry(unquoted.to_string())
+                        .or_default()
+                        .push(self.first_line + i);
+                }
+                offset += line.len();
+            }
+            index
+        })
+    }
+
     /// Turn a line within this document (1-based) into a line within the file.
     pub fn file_line(&self, line_in_document: usize) -> usize {
         self.first_line + line_in_document.saturating_sub(1)
@@ -40,11 +106,18 @@ impl Document {
 
     /// Like [`Document::find_line`], but only at or after file line `after`.
     pub fn find_line_after(&self, needle: &str, after: usize) -> Option<usize> {
-        self.text.lines().enumerate().find_map(|(i, line)| {
-            let file_line = self.first_line + i;
-            let trimmed = line.trim_start().trim_start_matches("- ").trim_start();
-            (file_line >= after && trimmed.starts_with(needle)).then_some(file_line)
-        })
+        let index = self.index();
+        let skip = after.saturating_sub(self.first_line);
+        index
+            .trimmed
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .find_map(|(i, &(start, end))| {
+                self.text[start..end]
+                    .starts_with(needle)
+                    .then_some(self.first_line + i)
+            })
     }
 
     /// The line of a `name: <name>` entry (quoted or not) in this document.
@@ -54,15 +127,9 @@ impl Document {
 
     /// The line of a `name: <name>` entry at or after file line `after`.
     pub fn name_line_after(&self, name: &str, after: usize) -> Option<usize> {
-        [format!("name: {name}"), format!("name: \"{name}\""), format!("name: '{name}'")]
-            .iter()
-            .find_map(|needle| {
-                self.text.lines().enumerate().find_map(|(i, line)| {
-                    let file_line = self.first_line + i;
-                    let trimmed = line.trim_start().trim_start_matches("- ").trim_end();
-                    (file_line >= after && trimmed == needle).then_some(file_line)
-                })
-            })
+        let lines = self.index().names.get(name)?;
+        let at = lines.partition_point(|&l| l < after);
+        lines.get(at).copied()
     }
 }
 
@@ -84,7 +151,10 @@ pub enum DocKind {
 /// Read a file and split it into documents. Empty documents (only comments) are dropped; a file
 /// with no document at all is an [`Error::EmptyDocument`].
 pub fn read_file(path: &Path) -> Result<Vec<Document>> {
-    let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
     if meta.len() > MAX_FILE_BYTES {
         return Err(Error::TooLarge {
             at: Location::file(path),
@@ -92,7 +162,10 @@ pub fn read_file(path: &Path) -> Result<Vec<Document>> {
             limit: MAX_FILE_BYTES,
         });
     }
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| Error::Yaml {
         at: Location::file(path),
         message: format!("not UTF-8 text ({e})"),
@@ -116,12 +189,19 @@ pub fn split_documents(path: &Path, text: &str) -> Result<Vec<Document>> {
             Ok(v) => v,
             Err(e) => {
                 let (line, column) = match e.location() {
-                    Some(loc) => (Some(first_line + loc.line().saturating_sub(1)), Some(loc.column())),
+                    Some(loc) => (
+                        Some(first_line + loc.line().saturating_sub(1)),
+                        Some(loc.column()),
+                    ),
                     None => (None, None),
                 };
                 let message = strip_serde_location(&e.to_string());
                 return Err(Error::Yaml {
-                    at: Location { file: path.into(), line, column },
+                    at: Location {
+                        file: path.into(),
+                        line,
+                        column,
+                    },
                     message,
                 });
             }
@@ -130,10 +210,12 @@ pub fn split_documents(path: &Path, text: &str) -> Result<Vec<Document>> {
             continue;
         }
         let kind = classify(&value);
-        documents.push(Document { text: chunk, first_line, value, kind });
+        documents.push(Document::new(chunk, first_line, value, kind));
     }
     if documents.is_empty() {
-        return Err(Error::EmptyDocument { at: Location::at(path, Some(1)) });
+        return Err(Error::EmptyDocument {
+            at: Location::at(path, Some(1)),
+        });
     }
     Ok(documents)
 }
@@ -184,6 +266,21 @@ fn raw_chunks(text: &str) -> Vec<(usize, String)> {
     chunks
 }
 
+/// Remove every `key: null` entry of every mapping, recursively, so that serde defaults apply.
+pub fn strip_nulls(value: &mut Value) {
+    match value {
+        Value::Mapping(map) => {
+            map.retain(|_, v| !v.is_null());
+            for (_, v) in map.iter_mut() {
+                strip_nulls(v);
+            }
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(strip_nulls),
+        Value::Tagged(tagged) => strip_nulls(&mut tagged.value),
+        _ => {}
+    }
+}
+
 fn classify(value: &Value) -> DocKind {
     let Some(map) = value.as_mapping() else {
         return DocKind::Other(match value {
@@ -204,7 +301,9 @@ fn classify(value: &Value) -> DocKind {
             other => DocKind::Other(format!("{api}/{other}")),
         };
     }
-    if map.contains_key("pipelineInfo") || (map.contains_key("root") && map.contains_key("components")) {
+    if map.contains_key("pipelineInfo")
+        || (map.contains_key("root") && map.contains_key("components"))
+    {
         return DocKind::PipelineSpec;
     }
     if map.contains_key("platforms") {
@@ -230,6 +329,19 @@ mod tests {
         assert_eq!(docs[1].kind, DocKind::Workflow);
         assert_eq!(docs[1].find_line("kind:"), Some(4));
         assert_eq!(docs[2].first_line, 7);
+    }
+
+    #[test]
+    fn names_are_found_quoted_or_not_at_or_after_a_line() {
+        let text = "kind: Workflow\nspec:\n  tasks:\n  - name: train\n  - name: \"eval\"\n  - x: 1\n    name: 'train'\n";
+        let docs = split_documents(Path::new("f.yaml"), text).expect("valid");
+        let d = &docs[0];
+        assert_eq!(d.name_line("train"), Some(4));
+        assert_eq!(d.name_line("eval"), Some(5));
+        assert_eq!(d.name_line_after("train", 5), Some(7));
+        assert_eq!(d.name_line_after("train", 8), None);
+        assert_eq!(d.find_line_after("name:", 5), Some(5));
+        assert_eq!(d.find_line("tasks:"), Some(3));
     }
 
     #[test]

@@ -298,9 +298,7 @@ fn document_name(metadata: &raw::Metadata, path: &Path) -> String {
 
 /// Deserialize a document into the raw structs, locating any type error in the file.
 pub(crate) fn deserialize(path: &Path, document: &Document) -> Result<raw::Document> {
-    let mut value = document.value.clone();
-    raw::strip_nulls(&mut value);
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    serde_path_to_error::deserialize(&*document.value).map_err(|e| {
         let mut line = document.first_line;
         for segment in e.path().iter() {
             if let Segment::Map { key } = segment {

@@ -1,8 +1,8 @@
 //! Serde structs that mirror the Argo YAML, as leniently as Argo itself reads it.
 //!
 //! Only the fields kfcache uses are declared; unknown fields are ignored. Every struct takes
-//! `#[serde(default)]`, and null values are stripped from the document before it is
-//! deserialized (see [`strip_nulls`]), so `foo: null` reads like an absent `foo`. Fields that
+//! `#[serde(default)]`, and null values are stripped from the document when it is
+//! loaded (see [`crate::document::strip_nulls`]), so `foo: null` reads like an absent `foo`. Fields that
 //! Argo types as `IntOrString` or `AnyString` read through [`Scalar`], which accepts strings,
 //! numbers and booleans alike.
 
@@ -38,21 +38,6 @@ pub fn value_to_string(value: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Tagged(tagged) => value_to_string(&tagged.value),
         other => serde_json::to_string(other).unwrap_or_default(),
-    }
-}
-
-/// Remove every `key: null` entry of every mapping, recursively, so that serde defaults apply.
-pub fn strip_nulls(value: &mut Value) {
-    match value {
-        Value::Mapping(map) => {
-            map.retain(|_, v| !v.is_null());
-            for (_, v) in map.iter_mut() {
-                strip_nulls(v);
-            }
-        }
-        Value::Sequence(items) => items.iter_mut().for_each(strip_nulls),
-        Value::Tagged(tagged) => strip_nulls(&mut tagged.value),
-        _ => {}
     }
 }
 

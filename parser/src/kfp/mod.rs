@@ -109,7 +109,7 @@ pub fn parse_embedded(path: &Path, document: &Document) -> Option<Result<Pipelin
 
 /// Deserialize a YAML document into `T`, reporting where in the document it failed.
 fn from_yaml<T: DeserializeOwned>(path: &Path, document: &Document) -> Result<T> {
-    serde_path_to_error::deserialize(&document.value).map_err(|e| {
+    serde_path_to_error::deserialize(&*document.value).map_err(|e| {
         let field = e.path().to_string();
         let line = e
             .path()

@@ -42,6 +42,7 @@ pub fn argo_workflow(deps: &[Vec<usize>], use_depends_expression: bool) -> Strin
 
 /// A layered random-looking DAG of `n` tasks: each task depends on up to three of the 16
 /// tasks before it, chosen by a fixed linear congruential sequence (reproducible, no rng).
+#[allow(dead_code)] // used by the benchmark, not by every test binary
 pub fn layered_deps(n: usize) -> Vec<Vec<usize>> {
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
     (0..n)
