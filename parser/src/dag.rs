@@ -31,7 +31,10 @@ impl Dag {
         for (i, task) in pipeline.tasks.iter().enumerate() {
             let node = graph.add_node(i);
             if by_id.insert(task.id.as_str(), node).is_some() {
-                return Err(Error::DuplicateTask { at: at(task.line), task: task.id.clone() });
+                return Err(Error::DuplicateTask {
+                    at: at(task.line),
+                    task: task.id.clone(),
+                });
             }
         }
         for (i, task) in pipeline.tasks.iter().enumerate() {
@@ -61,7 +64,10 @@ impl Dag {
                     .map(|n| pipeline.tasks[graph[n]].id.clone())
                     .collect::<Vec<_>>();
                 let line = pipeline.tasks[graph[start]].line;
-                return Err(Error::Cycle { at: at(line), cycle });
+                return Err(Error::Cycle {
+                    at: at(line),
+                    cycle,
+                });
             }
         };
         Ok(Dag { graph, order })
@@ -74,17 +80,24 @@ impl Dag {
 
     /// Indices of the tasks that `task` directly depends on.
     pub fn dependencies(&self, task: usize) -> impl Iterator<Item = usize> + '_ {
-        self.graph.neighbors_directed(NodeIndex::new(task), Direction::Incoming).map(|n| self.graph[n])
+        self.graph
+            .neighbors_directed(NodeIndex::new(task), Direction::Incoming)
+            .map(|n| self.graph[n])
     }
 
     /// Indices of the tasks that directly depend on `task`.
     pub fn dependents(&self, task: usize) -> impl Iterator<Item = usize> + '_ {
-        self.graph.neighbors_directed(NodeIndex::new(task), Direction::Outgoing).map(|n| self.graph[n])
+        self.graph
+            .neighbors_directed(NodeIndex::new(task), Direction::Outgoing)
+            .map(|n| self.graph[n])
     }
 
     /// Every edge as (dependency index, dependent index).
     pub fn edges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        self.graph.raw_edges().iter().map(|e| (self.graph[e.source()], self.graph[e.target()]))
+        self.graph
+            .raw_edges()
+            .iter()
+            .map(|e| (self.graph[e.source()], self.graph[e.target()]))
     }
 
     pub fn graph(&self) -> &DiGraph<usize, ()> {
@@ -97,8 +110,13 @@ impl Dag {
 fn stable_order(graph: &DiGraph<usize, ()>, n: usize) -> Vec<usize> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
-    let mut indegree: Vec<usize> =
-        (0..n).map(|i| graph.neighbors_directed(NodeIndex::new(i), Direction::Incoming).count()).collect();
+    let mut indegree: Vec<usize> = (0..n)
+        .map(|i| {
+            graph
+                .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
+                .count()
+        })
+        .collect();
     let mut ready: BinaryHeap<Reverse<usize>> =
         (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
     let mut order = Vec::with_capacity(n);
@@ -179,7 +197,11 @@ mod tests {
     fn order_puts_dependencies_first() {
         let p = pipeline(&[("c", &["b"]), ("a", &[]), ("b", &["a"])]);
         let dag = Dag::build(&p).expect("valid");
-        let ids: Vec<&str> = dag.topological_order().iter().map(|&i| p.tasks[i].id.as_str()).collect();
+        let ids: Vec<&str> = dag
+            .topological_order()
+            .iter()
+            .map(|&i| p.tasks[i].id.as_str())
+            .collect();
         assert_eq!(ids, ["a", "b", "c"]);
         assert_eq!(dag.edges().count(), 2);
     }
@@ -188,7 +210,9 @@ mod tests {
     fn cycle_names_every_task_in_it() {
         let p = pipeline(&[("a", &["c"]), ("b", &["a"]), ("c", &["b"]), ("d", &[])]);
         let err = Dag::build(&p).expect_err("cycle");
-        let Error::Cycle { cycle, .. } = &err else { panic!("{err}") };
+        let Error::Cycle { cycle, .. } = &err else {
+            panic!("{err}")
+        };
         assert_eq!(cycle.len(), 4, "{cycle:?}");
         assert_eq!(cycle.first(), cycle.last());
         for id in ["a", "b", "c"] {

@@ -14,11 +14,19 @@ pub struct Location {
 
 impl Location {
     pub fn file(file: impl Into<PathBuf>) -> Location {
-        Location { file: file.into(), line: None, column: None }
+        Location {
+            file: file.into(),
+            line: None,
+            column: None,
+        }
     }
 
     pub fn at(file: impl Into<PathBuf>, line: Option<usize>) -> Location {
-        Location { file: file.into(), line, column: None }
+        Location {
+            file: file.into(),
+            line,
+            column: None,
+        }
     }
 }
 
@@ -58,16 +66,28 @@ pub enum Error {
     NotAWorkflow { at: Location, kind: String },
 
     #[error("{at}: invalid {what}: {message}")]
-    Invalid { at: Location, what: String, message: String },
+    Invalid {
+        at: Location,
+        what: String,
+        message: String,
+    },
 
     #[error("{at}: pipeline `{pipeline}` has no entrypoint")]
     MissingEntrypoint { at: Location, pipeline: String },
 
     #[error("{at}: unknown template `{template}` referenced by `{referenced_by}`")]
-    UnknownTemplate { at: Location, template: String, referenced_by: String },
+    UnknownTemplate {
+        at: Location,
+        template: String,
+        referenced_by: String,
+    },
 
     #[error("{at}: task `{task}` depends on unknown task `{dependency}`")]
-    UnknownDependency { at: Location, task: String, dependency: String },
+    UnknownDependency {
+        at: Location,
+        task: String,
+        dependency: String,
+    },
 
     #[error("{at}: duplicate task name `{task}`")]
     DuplicateTask { at: Location, task: String },
@@ -76,10 +96,18 @@ pub enum Error {
     Cycle { at: Location, cycle: Vec<String> },
 
     #[error("{at}: invalid depends expression `{expression}`: {message}")]
-    DependsExpression { at: Location, expression: String, message: String },
+    DependsExpression {
+        at: Location,
+        expression: String,
+        message: String,
+    },
 
     #[error("{at}: template nesting deeper than {limit} levels at `{template}`")]
-    TooDeep { at: Location, template: String, limit: usize },
+    TooDeep {
+        at: Location,
+        template: String,
+        limit: usize,
+    },
 }
 
 impl Error {

@@ -13,7 +13,9 @@ pub fn flags_from_args<S: AsRef<str>>(args: &[S]) -> BTreeMap<String, String> {
     while i < args.len() {
         let arg = args[i].as_ref().trim();
         i += 1;
-        let Some(rest) = arg.strip_prefix("--") else { continue };
+        let Some(rest) = arg.strip_prefix("--") else {
+            continue;
+        };
         if rest.is_empty() || !rest.starts_with(|c: char| c.is_ascii_alphanumeric()) {
             continue;
         }
@@ -42,7 +44,9 @@ pub fn flags_from_args<S: AsRef<str>>(args: &[S]) -> BTreeMap<String, String> {
 fn is_flag_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 #[cfg(test)]
@@ -52,7 +56,14 @@ mod tests {
     #[test]
     fn reads_both_flag_forms() {
         let flags = flags_from_args(&[
-            "python", "train.py", "--epochs", "50", "--lr=0.01", "--verbose", "--batch-size", "32",
+            "python",
+            "train.py",
+            "--epochs",
+            "50",
+            "--lr=0.01",
+            "--verbose",
+            "--batch-size",
+            "32",
         ]);
         assert_eq!(flags["epochs"], "50");
         assert_eq!(flags["lr"], "0.01");

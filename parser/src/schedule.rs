@@ -33,11 +33,23 @@ pub fn default_duration_s(task: &Task) -> f64 {
 /// Lay the tasks out as early as their dependencies allow. `duration_s(i)` is the duration of
 /// task `i`. The result is indexed like `pipeline.tasks`.
 pub fn asap(pipeline: &Pipeline, dag: &Dag, duration_s: impl Fn(usize) -> f64) -> Vec<TaskTimes> {
-    let mut times = vec![TaskTimes { start_s: 0.0, end_s: 0.0 }; pipeline.tasks.len()];
+    let mut times = vec![
+        TaskTimes {
+            start_s: 0.0,
+            end_s: 0.0
+        };
+        pipeline.tasks.len()
+    ];
     for &i in dag.topological_order() {
-        let start_s = dag.dependencies(i).map(|d| times[d].end_s).fold(0.0, f64::max);
+        let start_s = dag
+            .dependencies(i)
+            .map(|d| times[d].end_s)
+            .fold(0.0, f64::max);
         let duration = duration_s(i).max(0.0);
-        times[i] = TaskTimes { start_s, end_s: start_s + duration };
+        times[i] = TaskTimes {
+            start_s,
+            end_s: start_s + duration,
+        };
     }
     times
 }
