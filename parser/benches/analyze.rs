@@ -1,7 +1,8 @@
 //! Parse + validate + DAG + schedule of a generated 10 000-task workflow (target: ≤ 100 ms and
 //! ≤ 64 MiB peak heap), and of the whole shared corpus in one process.
 //!
-//! Peak heap is measured with a counting global allocator around one un-timed run and printed
+//! A bare `serde_yaml::Value` parse of the same text runs beside it, so the cost of analysis
+//! can be read as a ratio to the YAML reader's own. Peak heap is measured with a counting global allocator around one un-timed run and printed
 //! as `analyze-10k: peak_heap_mib=<f>`.
 
 #[path = "../tests/support/generate.rs"]
@@ -43,6 +44,11 @@ fn ten_thousand_tasks(c: &mut Criterion) {
     let mut group = c.benchmark_group("analyze");
     group.sample_size(20);
     group.bench_function("10k-task workflow", |b| b.iter(|| analyse(&yaml)));
+    // The floor under any serde_yaml-based parser, measured side by side: reading the same
+    // text into a `serde_yaml::Value` and nothing else.
+    group.bench_function("10k-task workflow, YAML to Value only", |b| {
+        b.iter(|| serde_yaml::from_str::<serde_yaml::Value>(&yaml).expect("valid YAML"))
+    });
     group.finish();
 }
 
