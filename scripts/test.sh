@@ -2,7 +2,7 @@
 # Runs kfcache's whole test suite against real services: starts Ignite (1-node and 3-node
 # clusters) and moto with scripts/services.sh, runs `cargo test --workspace` with their
 # addresses in the environment, and always stops the services again. Exits with cargo's status.
-# Arguments replace `--workspace` (e.g. `scripts/test.sh -p kfcache-ignite`).
+# Arguments replace `--workspace --no-fail-fast` (e.g. `scripts/test.sh -p kfcache-ignite`).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,5 +13,5 @@ trap '"$ROOT/scripts/services.sh" down' EXIT
 "$ROOT/scripts/services.sh" up || exit 1
 eval "$("$ROOT/scripts/services.sh" env)" || exit 1
 
-(($#)) || set -- --workspace
+(($#)) || set -- --workspace --no-fail-fast
 cargo test "$@"
