@@ -26,6 +26,8 @@ use kfcache_schema::{classify, StorageKind, Store, TaskPredictionRecord};
 use serde_json::{json, Value};
 
 use crate::analyze::{analyse_files, pipeline_hash};
+use crate::config::human_size;
+use crate::render::duration;
 use crate::settings::GlobalArgs;
 
 /// Recent runs of history a prediction learns from unless told otherwise.
@@ -396,31 +398,6 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// Bytes as `1.2 GB`.
-fn size(bytes: u64) -> String {
-    let b = bytes as f64;
-    match bytes {
-        0..=999 => format!("{bytes} B"),
-        1_000..=999_999 => format!("{:.1} kB", b / 1e3),
-        1_000_000..=999_999_999 => format!("{:.1} MB", b / 1e6),
-        1_000_000_000..=999_999_999_999 => format!("{:.1} GB", b / 1e9),
-        _ => format!("{:.1} TB", b / 1e12),
-    }
-}
-
-/// Seconds as `1h02m03s`, `2m03s` or `3s`.
-fn duration(seconds: f64) -> String {
-    let total = seconds.round().max(0.0) as u64;
-    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
-    if h > 0 {
-        format!("{h}h{m:02}m{s:02}s")
-    } else if m > 0 {
-        format!("{m}m{s:02}s")
-    } else {
-        format!("{s}s")
-    }
-}
-
 /// The end of `text` in at most `max` characters, `…` for what is cut.
 fn tail(text: &str, max: usize) -> String {
     let count = text.chars().count();
@@ -481,7 +458,7 @@ fn table(predicted: &[Predicted]) -> String {
                 .map(|i| {
                     let uri = tail(i.uri.as_deref().unwrap_or(&i.name), 28);
                     match i.size_bytes {
-                        Some(b) => format!("{uri} {}", size(b)),
+                        Some(b) => format!("{uri} {}", human_size(b)),
                         None => uri,
                     }
                 })

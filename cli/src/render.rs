@@ -143,7 +143,7 @@ fn shorten(text: &str, max: usize) -> String {
 }
 
 /// Seconds as `1h02m03s`, `2m03s` or `3s`.
-fn duration(seconds: f64) -> String {
+pub(crate) fn duration(seconds: f64) -> String {
     let total = seconds.round().max(0.0) as u64;
     let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
     if h > 0 {
