@@ -175,15 +175,7 @@ pub(crate) fn flatten(
     for (hook_name, hook) in &spec.hooks {
         let call = hook_call(&format!("hooks.{hook_name}"), hook);
         let exit = hook_name == "exit";
-        let mut scope = root.clone();
-        scope.role = if exit {
-            TaskRole::ExitHandler
-        } else {
-            TaskRole::Hook
-        };
-        if let Some(expression) = &hook.expression {
-            scope.condition = Some(substitute(expression, &workflow_vars));
-        }
+        let scope = hook_scope(&root, exit, hook, &workflow_vars);
         let incoming = if exit { main_sinks.clone() } else { Vec::new() };
         let line = set.document.find_line(&format!("{hook_name}:"));
         flattener.expand(
@@ -220,6 +212,21 @@ fn hook_call(name: &str, hook: &raw::LifecycleHook) -> Call {
         arguments: hook.arguments.clone(),
         ..Call::default()
     }
+}
+
+/// The scope a lifecycle hook runs in: its caller's, as an exit handler (`exit`) or a hook
+/// whose expression (placeholders substituted) is its condition.
+fn hook_scope(base: &Scope, exit: bool, hook: &raw::LifecycleHook, vars: &Vars) -> Scope {
+    let mut scope = base.clone();
+    scope.role = if exit {
+        TaskRole::ExitHandler
+    } else {
+        TaskRole::Hook
+    };
+    if let Some(expression) = &hook.expression {
+        scope.condition = Some(substitute(expression, vars));
+    }
+    scope
 }
 
 /// What flows down from a caller into the template it calls.
@@ -683,15 +690,7 @@ impl Flattener<'_, '_, '_> {
         for (hook_name, hook) in &call.hooks {
             let handler = hook_call(&format!("hooks.{hook_name}"), hook);
             let exit = hook_name == "exit";
-            let mut handler_scope = scope.clone();
-            handler_scope.role = if exit {
-                TaskRole::ExitHandler
-            } else {
-                TaskRole::Hook
-            };
-            if let Some(expression) = &hook.expression {
-                handler_scope.condition = Some(substitute(expression, &caller_vars));
-            }
+            let handler_scope = hook_scope(scope, exit, hook, &caller_vars);
             let mut hook_siblings = siblings.clone();
             if !call.name.is_empty() {
                 hook_siblings.insert(call.name.clone(), expansion.produced.clone());

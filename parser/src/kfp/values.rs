@@ -163,37 +163,9 @@ pub(crate) fn normalize_uri(uri: &str) -> Option<String> {
 /// Replace `{{$.inputs.parameters['name']}}` (single or double quotes) with the resolved
 /// parameter; placeholders of unknown parameters and of other kinds are left as they are.
 pub(crate) fn substitute_placeholders(text: &str, params: &BTreeMap<String, ParamValue>) -> String {
-    const OPEN: &str = "{{$.inputs.parameters[";
-    if !text.contains(OPEN) {
-        return text.to_string();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find(OPEN) {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + OPEN.len()..];
-        let replaced = after.find("]}}").and_then(|end| {
-            let quoted = after.get(..end)?.trim();
-            let name = quoted
-                .strip_prefix('\'')
-                .and_then(|s| s.strip_suffix('\''))
-                .or_else(|| quoted.strip_prefix('"').and_then(|s| s.strip_suffix('"')))?;
-            let value = params.get(name)?;
-            Some((value.render(), end + 3))
-        });
-        match replaced {
-            Some((value, consumed)) => {
-                out.push_str(&value);
-                rest = &after[consumed..];
-            }
-            None => {
-                out.push_str(OPEN);
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
+    replace_quoted_references(text, "{{$.inputs.parameters[", "]}}", |name| {
+        params.get(name).map(ParamValue::render)
+    })
 }
 
 /// Make a `triggerPolicy.condition` readable on its own: each
@@ -201,32 +173,46 @@ pub(crate) fn substitute_placeholders(text: &str, params: &BTreeMap<String, Para
 /// resolved value: a placeholder such as `{{tasks.flip-coin.outputs.Output}}` for run-time
 /// values, a quoted string or a JSON literal for known ones. Unknown names are left as they are.
 pub(crate) fn rewrite_condition(condition: &str, params: &BTreeMap<String, ParamValue>) -> String {
-    const OPEN: &str = "inputs.parameter_values[";
-    let mut out = String::with_capacity(condition.len());
-    let mut rest = condition;
-    while let Some(start) = rest.find(OPEN) {
+    replace_quoted_references(condition, "inputs.parameter_values[", "]", |name| {
+        Some(match params.get(name)? {
+            ParamValue::Runtime(placeholder) => placeholder.clone(),
+            ParamValue::Known(Value::String(s)) => format!("'{}'", s.replace('\'', "\\'")),
+            ParamValue::Known(other) => other.to_string(),
+        })
+    })
+}
+
+/// Replace every `OPEN 'name' CLOSE` (the name in single or double quotes) in `text` with
+/// `render(name)`; references `render` does not know, or that are not closed, stay verbatim.
+fn replace_quoted_references(
+    text: &str,
+    open: &str,
+    close: &str,
+    render: impl Fn(&str) -> Option<String>,
+) -> String {
+    if !text.contains(open) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(open) {
         out.push_str(&rest[..start]);
-        let after = &rest[start + OPEN.len()..];
-        let replaced = after.find(']').and_then(|end| {
+        let after = &rest[start + open.len()..];
+        let replaced = after.find(close).and_then(|end| {
             let quoted = after.get(..end)?.trim();
             let name = quoted
                 .strip_prefix('\'')
                 .and_then(|s| s.strip_suffix('\''))
                 .or_else(|| quoted.strip_prefix('"').and_then(|s| s.strip_suffix('"')))?;
-            let text = match params.get(name)? {
-                ParamValue::Runtime(placeholder) => placeholder.clone(),
-                ParamValue::Known(Value::String(s)) => format!("'{}'", s.replace('\'', "\\'")),
-                ParamValue::Known(other) => other.to_string(),
-            };
-            Some((text, end + 1))
+            Some((render(name)?, end + close.len()))
         });
         match replaced {
-            Some((text, consumed)) => {
-                out.push_str(&text);
+            Some((value, consumed)) => {
+                out.push_str(&value);
                 rest = &after[consumed..];
             }
             None => {
-                out.push_str(OPEN);
+                out.push_str(open);
                 rest = after;
             }
         }
