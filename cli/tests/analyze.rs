@@ -1,39 +1,15 @@
 //! `kfcache analyze` as a user runs it: the table, the JSON contract, DOT/Mermaid, the
 //! database it writes, and located errors with exit code 2 for every kind of invalid input.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use assert_cmd::Command;
+mod common;
+
+use common::{kfcache, stdout_of, workspace};
 use serde_json::Value;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn fixture(rel: &str) -> PathBuf {
     workspace().join("fixtures").join(rel)
-}
-
-/// `kfcache` run from the workspace root (so paths in output are relative and stable) with a
-/// database in `db_dir`.
-fn kfcache(db_dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("kfcache").expect("binary built");
-    cmd.current_dir(workspace())
-        .env("KFCACHE_DB", db_dir.join("kfcache.db"))
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1");
-    cmd
-}
-
-fn stdout_of(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("kfcache runs");
-    assert!(
-        out.status.success(),
-        "kfcache failed ({:?}):\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 const FLAGSHIP: &str = "fixtures/argo/gpu-training-pipeline.yaml";

@@ -4,33 +4,12 @@
 //! anchors a CronWorkflow at its next fire time; the Gantt chart is an SVG with GPU tasks
 //! highlighted.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use assert_cmd::Command;
+mod common;
+
+use common::{kfcache, stdout_of};
 use serde_json::Value;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn kfcache(db_dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("kfcache").expect("binary built");
-    cmd.current_dir(workspace())
-        .env("KFCACHE_DB", db_dir.join("kfcache.db"))
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1");
-    cmd
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("kfcache runs");
-    assert!(
-        out.status.success(),
-        "kfcache failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
 
 const FLAGSHIP: &str = "fixtures/argo/gpu-training-pipeline.yaml";
 const RUNS: [&str; 2] = [
@@ -41,7 +20,7 @@ const RUNS: [&str; 2] = [
 fn predict_json(db: &Path, extra: &[&str]) -> Value {
     let mut args = vec!["predict", FLAGSHIP, "--format", "json"];
     args.extend_from_slice(extra);
-    serde_json::from_str(&run_ok(kfcache(db).args(&args))).expect("JSON")
+    serde_json::from_str(&stdout_of(kfcache(db).args(&args))).expect("JSON")
 }
 
 #[test]
@@ -55,7 +34,7 @@ fn imported_history_drives_the_prediction() {
         .iter()
         .all(|t| t["duration_source"] == "prior"));
 
-    let out = run_ok(kfcache(db.path()).arg("history").arg("import").args(RUNS));
+    let out = stdout_of(kfcache(db.path()).arg("history").arg("import").args(RUNS));
     assert!(out.contains("imported 3 runs"), "{out}");
     let v = predict_json(db.path(), &["--start-at", "2024-06-01T00:00:00Z"]);
     assert_eq!(v["history_runs"], 3);
@@ -77,7 +56,7 @@ fn imported_history_drives_the_prediction() {
     }
 
     // analyze now shows the same history-based times.
-    let analysed: Value = serde_json::from_str(&run_ok(
+    let analysed: Value = serde_json::from_str(&stdout_of(
         kfcache(db.path()).args(["analyze", "-f", "json", FLAGSHIP]),
     ))
     .expect("JSON");
@@ -122,7 +101,7 @@ fn a_bad_status_file_imports_nothing() {
 fn next_run_anchors_a_cron_workflow_and_gantt_is_svg() {
     let db = tempfile::tempdir().expect("tempdir");
     let gantt = db.path().join("gantt.svg");
-    let out = run_ok(kfcache(db.path()).args([
+    let out = stdout_of(kfcache(db.path()).args([
         "predict",
         "fixtures/argo/cron-nightly-retrain.yaml",
         "--next-run",
