@@ -19,6 +19,7 @@ mod ignite;
 mod layout;
 mod manifest;
 mod memory;
+pub mod plan;
 pub mod policy;
 mod sink;
 mod source;
