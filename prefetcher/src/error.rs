@@ -128,6 +128,26 @@ fn key_suffix(key: &Option<String>) -> String {
 }
 
 impl Error {
+    /// Whether trying again may succeed: a source failure other than "not found", "denied"
+    /// or a failed precondition (5xx answers and timeouts after object_store's own retries),
+    /// a lost connection to the cache, a short read, a failed background task.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Source { source, .. } => !matches!(
+                **source,
+                object_store::Error::NotFound { .. }
+                    | object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+                    | object_store::Error::NotSupported { .. }
+                    | object_store::Error::NotImplemented
+                    | object_store::Error::InvalidPath { .. }
+                    | object_store::Error::UnknownConfigurationKey { .. }
+            ),
+            Error::Sink { .. } | Error::ShortRead { .. } | Error::Task { .. } => true,
+            _ => false,
+        }
+    }
+
     pub(crate) fn sink(op: &'static str, key: Option<&str>, source: kfcache_ignite::Error) -> Self {
         Error::Sink {
             op,

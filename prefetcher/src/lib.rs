@@ -15,8 +15,10 @@
 //! implementation, including a real Ignite cluster and a real S3 server.
 
 mod error;
+pub mod execute;
 mod ignite;
 mod layout;
+pub mod lease;
 mod manifest;
 mod memory;
 pub mod plan;

@@ -178,6 +178,9 @@ pub struct Plan {
     pub peak_bytes: u64,
     /// What a user should know: inputs that do not fit, unknown sizes, late items.
     pub notes: Vec<String>,
+    /// Every planned object's remaining readers, in start order: what the executor's
+    /// evictions look at.
+    pub readers: BTreeMap<String, Vec<Reader>>,
 }
 
 impl Plan {
@@ -189,6 +192,20 @@ impl Plan {
     /// Bytes the plan stages in all.
     pub fn staged_bytes(&self) -> u64 {
         self.staged().map(|i| i.bytes).sum()
+    }
+
+    /// The readers of a cached object: those of its own URI, or of the planned directory or
+    /// prefix (a URI ending in `/`) it lies under.
+    pub fn readers_of(&self, uri: &str) -> &[Reader] {
+        if let Some(readers) = self.readers.get(uri) {
+            return readers;
+        }
+        self.readers
+            .iter()
+            .filter(|(prefix, _)| prefix.ends_with('/') && uri.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, readers)| readers.as_slice())
+            .unwrap_or(&[])
     }
 }
 
@@ -212,13 +229,34 @@ pub fn stageable(uri: &str) -> bool {
     )
 }
 
-/// A reader of an object: its predicted window and state.
-#[derive(Debug, Clone)]
-struct Reader {
-    task: String,
-    start_s: f64,
-    end_s: f64,
-    running: bool,
+/// A task that reads an object: its predicted (or, once started, actual) window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reader {
+    pub task: String,
+    pub start_s: f64,
+    pub end_s: f64,
+    /// Started already: its inputs are pinned.
+    pub running: bool,
+}
+
+impl Reader {
+    /// Whether it reads at `t` (started, not finished).
+    pub fn reading_at(&self, t: f64) -> bool {
+        (self.running || self.start_s <= t) && self.end_s > t
+    }
+}
+
+/// The eviction rule's view of an entry read by `readers`, at `t`.
+pub fn resident_at(bytes: u64, readers: &[Reader], t: f64) -> Resident {
+    Resident {
+        bytes,
+        next_use_s: readers
+            .iter()
+            .filter(|r| !r.running && r.start_s > t)
+            .map(|r| r.start_s)
+            .reduce(f64::min),
+        pinned: readers.iter().any(|r| r.reading_at(t)),
+    }
 }
 
 /// An object with every remaining reader of it.
@@ -235,21 +273,7 @@ struct Object {
 
 impl Object {
     fn resident_at(&self, t: f64) -> Resident {
-        let pinned = self
-            .readers
-            .iter()
-            .any(|r| (r.running || r.start_s <= t) && r.end_s > t);
-        let next_use_s = self
-            .readers
-            .iter()
-            .filter(|r| !r.running && r.start_s > t)
-            .map(|r| r.start_s)
-            .reduce(f64::min);
-        Resident {
-            bytes: self.bytes,
-            next_use_s,
-            pinned,
-        }
+        resident_at(self.bytes, &self.readers, t)
     }
 }
 
@@ -285,12 +309,12 @@ impl PartialOrd for Pending {
 /// Makes the plan of a run of `tasks` (in any order), given what the cache holds.
 pub fn plan(tasks: &[PlanTask], cached: &[CachedEntry], config: &PlanConfig) -> Plan {
     let now = config.now_s;
-    let bandwidth = if config.bandwidth_bytes_per_s > 0.0 && config.bandwidth_bytes_per_s.is_finite()
-    {
-        config.bandwidth_bytes_per_s
-    } else {
-        f64::INFINITY
-    };
+    let bandwidth =
+        if config.bandwidth_bytes_per_s > 0.0 && config.bandwidth_bytes_per_s.is_finite() {
+            config.bandwidth_bytes_per_s
+        } else {
+            f64::INFINITY
+        };
     let mut notes = Vec::new();
 
     // Producers of outputs, by URI.
@@ -318,7 +342,9 @@ pub fn plan(tasks: &[PlanTask], cached: &[CachedEntry], config: &PlanConfig) -> 
         for input in &task.inputs {
             let i = *index.entry(input.uri.clone()).or_insert_with(|| {
                 let producer = producers.get(input.uri.as_str()).copied().or_else(|| {
-                    let id = input.uri.strip_prefix(kfcache_parser::model::TASK_URI_SCHEME)?;
+                    let id = input
+                        .uri
+                        .strip_prefix(kfcache_parser::model::TASK_URI_SCHEME)?;
                     by_id.get(id.rsplit_once('/')?.0).copied()
                 });
                 let ready_s = match producer {
@@ -383,7 +409,10 @@ pub fn plan(tasks: &[PlanTask], cached: &[CachedEntry], config: &PlanConfig) -> 
             uri: object.uri.clone(),
             bytes: object.bytes,
             size_known: object.size_known,
-            consumers: object.readers[first..].iter().map(|r| r.task.clone()).collect(),
+            consumers: object.readers[first..]
+                .iter()
+                .map(|r| r.task.clone())
+                .collect(),
             producer: object.producer.clone(),
             ready_s: object.ready_s,
             deadline_s,
@@ -426,7 +455,10 @@ pub fn plan(tasks: &[PlanTask], cached: &[CachedEntry], config: &PlanConfig) -> 
             items.push(item_of(object, 0, false, ItemStatus::Cached));
             continue;
         }
-        if object.uri.starts_with(kfcache_parser::model::TASK_URI_SCHEME) {
+        if object
+            .uri
+            .starts_with(kfcache_parser::model::TASK_URI_SCHEME)
+        {
             unstaged.push(item_of(object, 0, false, ItemStatus::WrittenThrough));
             continue;
         }
@@ -495,7 +527,12 @@ pub fn plan(tasks: &[PlanTask], cached: &[CachedEntry], config: &PlanConfig) -> 
         };
         match decision {
             Ok(victims) => {
-                let mut item = item_of(object, pending.first_reader, pending.restage, ItemStatus::Planned);
+                let mut item = item_of(
+                    object,
+                    pending.first_reader,
+                    pending.restage,
+                    ItemStatus::Planned,
+                );
                 let mut victims = victims;
                 victims.sort_unstable_by(|a, b| b.cmp(a));
                 let mut evicted = Vec::new();
@@ -528,7 +565,12 @@ pub fn plan(tasks: &[PlanTask], cached: &[CachedEntry], config: &PlanConfig) -> 
                     item.status = ItemStatus::Late;
                 }
                 pipe_free = end;
-                residents.push((Some(pending.object), object.uri.clone(), object.bytes, false));
+                residents.push((
+                    Some(pending.object),
+                    object.uri.clone(),
+                    object.bytes,
+                    false,
+                ));
                 peak = peak.max(residents.iter().map(|r| r.2).sum());
                 items.push(item);
             }
@@ -574,7 +616,10 @@ pub fn plan(tasks: &[PlanTask], cached: &[CachedEntry], config: &PlanConfig) -> 
             ));
         }
     }
-    let late = items.iter().filter(|i| i.status == ItemStatus::Late).count();
+    let late = items
+        .iter()
+        .filter(|i| i.status == ItemStatus::Late)
+        .count();
     if late > 0 {
         notes.push(format!(
             "{late} item(s) finish staging after their deadline at {:.0} MB/s",
@@ -594,6 +639,11 @@ pub fn plan(tasks: &[PlanTask], cached: &[CachedEntry], config: &PlanConfig) -> 
         items,
         peak_bytes: peak,
         notes,
+        readers: objects
+            .into_iter()
+            .filter(|o| !o.readers.is_empty())
+            .map(|o| (o.uri, o.readers))
+            .collect(),
     }
 }
 

@@ -66,7 +66,10 @@ pub fn choose_victims(
             (None, None) => rb.bytes.cmp(&ra.bytes).then(a.cmp(&b)),
             (None, Some(_)) => std::cmp::Ordering::Less,
             (Some(_), None) => std::cmp::Ordering::Greater,
-            (Some(x), Some(y)) => y.total_cmp(&x).then(rb.bytes.cmp(&ra.bytes)).then(a.cmp(&b)),
+            (Some(x), Some(y)) => y
+                .total_cmp(&x)
+                .then(rb.bytes.cmp(&ra.bytes))
+                .then(a.cmp(&b)),
         }
     });
     let mut freed = 0u64;

@@ -93,7 +93,13 @@ fn an_upstream_output_is_stageable_when_its_producer_ends() {
     producer.outputs = vec!["s3://b/features.parquet".to_string()];
     let tasks = [
         producer,
-        task("train", 1, 300.0, 900.0, &[("s3://b/features.parquet", 100 * MB)]),
+        task(
+            "train",
+            1,
+            300.0,
+            900.0,
+            &[("s3://b/features.parquet", 100 * MB)],
+        ),
     ];
     let plan = plan(&tasks, &[], &config(1000 * MB));
     let features = item(&plan, "s3://b/features.parquet")[0];
@@ -134,7 +140,10 @@ fn an_input_larger_than_the_budget_is_refused_with_a_note_and_the_rest_staged() 
         }
     );
     assert_eq!(item(&plan, "s3://b/small")[0].status, ItemStatus::Planned);
-    assert!(plan.notes.iter().any(|n| n.contains("s3://b/huge") && n.contains("train")));
+    assert!(plan
+        .notes
+        .iter()
+        .any(|n| n.contains("s3://b/huge") && n.contains("train")));
 }
 
 #[test]
@@ -226,7 +235,10 @@ fn replay_peak(plan: &Plan, cached: &[CachedEntry]) -> u64 {
     let mut peak: u64 = held.values().sum();
     for item in plan.staged() {
         for victim in &item.evicts {
-            assert!(held.remove(victim).is_some(), "evicts {victim}, which is not held");
+            assert!(
+                held.remove(victim).is_some(),
+                "evicts {victim}, which is not held"
+            );
         }
         held.insert(item.uri.clone(), item.bytes);
         peak = peak.max(held.values().sum());

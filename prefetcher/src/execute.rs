@@ -1,0 +1,721 @@
+//! Carrying out a [`Plan`]: staging its items into the cache with tokio, earliest deadline
+//! first, within the budget.
+//!
+//! - **Order and concurrency.** Items start in plan order. At most
+//!   [`ExecuteConfig::concurrency`] objects are in flight (the caller sets it to the Ignite
+//!   nodes × objects per node) and at most [`ExecuteConfig::per_source_concurrency`] per
+//!   source (bucket, host, claim). Inside one object, [`stage_object`] reads ranges in
+//!   parallel and writes chunks while later ranges are read.
+//! - **Idempotent.** Each object's source version is asked first; an object whose manifest
+//!   matches it is a hit and is not copied. A changed object (another ETag or size) is staged
+//!   again.
+//! - **Budget.** The executor keeps a ledger of what the namespace holds (the manifests found
+//!   at start, plus what it stages). Before an object comes in, room is made with the plan's
+//!   eviction rule, on the clock of now: dead entries first, then the furthest next use;
+//!   never an entry that is leased ([`crate::lease`]), read by a running task, or being
+//!   staged. Bytes are reserved before the first chunk is written, so the cache never holds
+//!   more than the budget.
+//! - **Retries.** A transient failure ([`Error::is_transient`]: 5xx and timeouts after
+//!   object_store's own retries, a lost connection to Ignite) is retried with exponential
+//!   backoff and full jitter; a source that changed mid-copy is staged again at its new
+//!   version. A failed write leaves nothing visible.
+//! - **Resumable.** A crash leaves at most unfinished writes; their chunks are never visible
+//!   and are swept by the layout. A second run skips what is complete and stages the rest.
+//!
+//! Everything that happens is reported as an [`Event`] (progress bars, JSON lines, metrics
+//! and the database listen to them).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+use crate::layout::ObjectCache;
+use crate::lease;
+use crate::manifest::{Manifest, SourceVersion};
+use crate::plan::{resident_at, ItemStatus, Plan, PlanItem};
+use crate::policy::{choose_victims, Resident, Victims};
+use crate::sink::CacheSink;
+use crate::source::{ArtifactSource, SourceObject};
+use crate::stage::{stage_object, StageOptions};
+
+/// Exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Tries in all (1: no retry).
+    pub attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause before try `attempt + 1` (`attempt` counts from 1): uniform in
+    /// `0..=min(max, base × 2^(attempt-1))`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let cap = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.max_delay);
+        let millis = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
+    }
+}
+
+/// Settings of an execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecuteConfig {
+    pub budget_bytes: u64,
+    /// Objects in flight at once.
+    pub concurrency: usize,
+    /// Objects in flight per source (bucket, host, claim, directory).
+    pub per_source_concurrency: usize,
+    pub stage: StageOptions,
+    pub retry: RetryPolicy,
+}
+
+impl Default for ExecuteConfig {
+    fn default() -> Self {
+        ExecuteConfig {
+            budget_bytes: 64 << 30,
+            concurrency: 4,
+            per_source_concurrency: 4,
+            stage: StageOptions::default(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Why an entry was evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvictReason {
+    /// No remaining task reads it.
+    Dead,
+    /// Its next read is the furthest in the future.
+    FurthestNextUse,
+}
+
+/// What happened, as it happened. Times are seconds on the plan's clock (from the run's start).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Staging of an object began.
+    Start {
+        uri: String,
+        item: String,
+        bytes: u64,
+        deadline_s: f64,
+    },
+    /// Bytes of an object read so far.
+    Progress { uri: String, done: u64, bytes: u64 },
+    /// An object is in the cache.
+    Staged {
+        uri: String,
+        item: String,
+        bytes: u64,
+        seconds: f64,
+        finished_s: f64,
+        deadline_s: f64,
+        met_deadline: bool,
+    },
+    /// An object was already in the cache at its current source version.
+    Hit {
+        uri: String,
+        item: String,
+        bytes: u64,
+    },
+    /// An entry was removed to make room.
+    Evicted {
+        uri: String,
+        bytes: u64,
+        reason: EvictReason,
+        for_uri: String,
+    },
+    /// A transient failure; the object is tried again after `delay_ms`.
+    Retry {
+        uri: String,
+        attempt: u32,
+        delay_ms: u64,
+        error: String,
+    },
+    /// The object cannot be admitted now without breaking the budget rules.
+    NoRoom {
+        uri: String,
+        item: String,
+        bytes: u64,
+        short_bytes: u64,
+    },
+    /// The object could not be staged.
+    Failed {
+        uri: String,
+        item: String,
+        error: String,
+    },
+}
+
+/// Where events go.
+pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// Totals of an execution.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub objects_staged: u64,
+    pub bytes_staged: u64,
+    pub hits: u64,
+    pub hit_bytes: u64,
+    pub evictions: u64,
+    pub evicted_bytes: u64,
+    pub deadline_misses: u64,
+    pub retries: u64,
+    pub no_room: u64,
+    pub failed: u64,
+    pub seconds: f64,
+    /// Most bytes the ledger held at once (never above the budget).
+    pub peak_bytes: u64,
+    /// URIs that were not staged (no room or failed), for a later run.
+    pub deferred: Vec<String>,
+}
+
+/// The plan's clock: seconds since the run's start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanClock {
+    pub anchor: DateTime<Utc>,
+}
+
+impl PlanClock {
+    pub fn now_s(&self) -> f64 {
+        (Utc::now() - self.anchor).num_milliseconds() as f64 / 1000.0
+    }
+}
+
+/// What the cache holds, as the executor accounts for it.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Object URI → bytes held (staged, or reserved while staging).
+    held: HashMap<String, u64>,
+    /// Being staged now: pinned.
+    in_flight: HashSet<String>,
+    leased: BTreeSet<String>,
+    peak: u64,
+}
+
+impl Ledger {
+    fn used(&self) -> u64 {
+        self.held.values().sum()
+    }
+}
+
+/// Runs plans against one source and one cache.
+pub struct Executor<S: CacheSink + ?Sized + 'static> {
+    source: Arc<dyn ArtifactSource>,
+    cache: ObjectCache<S>,
+    config: ExecuteConfig,
+    events: EventSink,
+    clock: PlanClock,
+    ledger: Arc<Mutex<Ledger>>,
+    summary: Arc<Mutex<Summary>>,
+}
+
+impl<S: CacheSink + ?Sized + 'static> std::fmt::Debug for Executor<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("source", &self.source)
+            .field("cache", &self.cache)
+            .field("config", &self.config)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One object to copy: the item it belongs to and its source state.
+#[derive(Debug, Clone)]
+struct Work {
+    item: PlanItem,
+    object: SourceObject,
+}
+
+impl<S: CacheSink + ?Sized + 'static> Executor<S> {
+    /// An executor whose ledger starts from what the namespace holds now.
+    pub async fn new(
+        source: Arc<dyn ArtifactSource>,
+        cache: ObjectCache<S>,
+        config: ExecuteConfig,
+        clock: PlanClock,
+        events: EventSink,
+    ) -> Result<Self> {
+        if config.budget_bytes == 0 {
+            return Err(Error::Config("the budget is 0 bytes".to_string()));
+        }
+        let mut ledger = Ledger::default();
+        for manifest in cache.list().await? {
+            ledger.held.insert(manifest.uri.clone(), manifest.size);
+        }
+        ledger.leased = lease::leased_uris(&cache).await?;
+        ledger.peak = ledger.used();
+        Ok(Executor {
+            source,
+            cache,
+            config,
+            events,
+            clock,
+            ledger: Arc::new(Mutex::new(ledger)),
+            summary: Arc::new(Mutex::new(Summary::default())),
+        })
+    }
+
+    /// Bytes the namespace holds, as accounted.
+    pub fn used_bytes(&self) -> u64 {
+        self.lock_ledger().used()
+    }
+
+    fn lock_ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, event: Event) {
+        (self.events)(event);
+    }
+
+    fn count(&self, update: impl FnOnce(&mut Summary)) {
+        update(&mut self.summary.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Re-reads the leases (a sidecar may have taken or given up some).
+    pub async fn refresh_leases(&self) -> Result<()> {
+        let leased = lease::leased_uris(&self.cache).await?;
+        self.lock_ledger().leased = leased;
+        Ok(())
+    }
+
+    /// Stages every item of `plan` that it stages ([`ItemStatus::stages`]) and checks every
+    /// cached one; returns the totals of this call.
+    pub async fn execute(self: &Arc<Self>, plan: &Arc<Plan>) -> Result<Summary> {
+        let started = Instant::now();
+        *self.summary.lock().unwrap_or_else(|p| p.into_inner()) = Summary::default();
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut per_source: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for item in &plan.items {
+            let wanted = item.status.stages() || item.status == ItemStatus::Cached;
+            if !wanted {
+                if let ItemStatus::NoRoom { short_bytes } = item.status {
+                    self.emit(Event::NoRoom {
+                        uri: item.uri.clone(),
+                        item: item.uri.clone(),
+                        bytes: item.bytes,
+                        short_bytes,
+                    });
+                    self.count(|s| {
+                        s.no_room += 1;
+                        s.deferred.push(item.uri.clone());
+                    });
+                }
+                continue;
+            }
+            // Take a slot before starting, so that items start in plan order.
+            let slot = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| Error::Task {
+                    what: "waiting for a staging slot",
+                    message: e.to_string(),
+                })?;
+            let source_slots = per_source
+                .entry(source_key(&item.uri))
+                .or_insert_with(|| {
+                    Arc::new(Semaphore::new(self.config.per_source_concurrency.max(1)))
+                })
+                .clone();
+            let this = self.clone();
+            let plan = plan.clone();
+            let item = item.clone();
+            tasks.spawn(async move {
+                let _slot = slot;
+                this.run_item(&plan, item, source_slots).await;
+            });
+            // Finished tasks are reaped as we go.
+            while tasks.try_join_next().is_some() {}
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(error) = joined {
+                return Err(Error::Task {
+                    what: "staging an item",
+                    message: error.to_string(),
+                });
+            }
+        }
+        let mut summary = self
+            .summary
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        summary.seconds = started.elapsed().as_secs_f64();
+        summary.peak_bytes = self.lock_ledger().peak;
+        Ok(summary)
+    }
+
+    /// Lists the item's objects (one, or every object under a directory or prefix), then
+    /// stages each.
+    async fn run_item(&self, plan: &Plan, item: PlanItem, source_slots: Arc<Semaphore>) {
+        let objects = if item.uri.ends_with('/') {
+            self.with_retries(&item.uri, || self.source.list(&item.uri))
+                .await
+        } else {
+            self.with_retries(&item.uri, || self.source.head(&item.uri))
+                .await
+                .map(|object| vec![object])
+        };
+        let objects = match objects {
+            Ok(objects) => objects,
+            Err(error) => {
+                self.fail(&item.uri, &item.uri, &error);
+                return;
+            }
+        };
+        for object in objects {
+            let Ok(_permit) = source_slots.acquire().await else {
+                return;
+            };
+            let work = Work {
+                item: item.clone(),
+                object,
+            };
+            self.stage_one(plan, work).await;
+        }
+    }
+
+    fn fail(&self, uri: &str, item: &str, error: &Error) {
+        let mut message = error.to_string();
+        let mut cause = std::error::Error::source(error);
+        while let Some(c) = cause {
+            message.push_str(": ");
+            message.push_str(&c.to_string());
+            cause = c.source();
+        }
+        self.emit(Event::Failed {
+            uri: uri.to_string(),
+            item: item.to_string(),
+            error: message,
+        });
+        self.count(|s| {
+            s.failed += 1;
+            s.deferred.push(uri.to_string());
+        });
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or the tries run out.
+    async fn with_retries<T, F, Fut>(&self, uri: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(value) => return Ok(value),
+                Err(error) if error.is_transient() && attempt < self.config.retry.attempts => {
+                    let delay = self.config.retry.delay(attempt);
+                    self.emit(Event::Retry {
+                        uri: uri.to_string(),
+                        attempt,
+                        delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        error: error.to_string(),
+                    });
+                    self.count(|s| s.retries += 1);
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn stage_one(&self, plan: &Plan, work: Work) {
+        let uri = work.object.uri.clone();
+        let item = &work.item;
+        let bytes = work.object.size;
+        match self.cache.stat(&uri).await {
+            Ok(Some(manifest)) if is_current(&manifest, &work.object.version) => {
+                self.emit(Event::Hit {
+                    uri: uri.clone(),
+                    item: item.uri.clone(),
+                    bytes,
+                });
+                self.count(|s| {
+                    s.hits += 1;
+                    s.hit_bytes += bytes;
+                });
+                self.lock_ledger().held.insert(uri, manifest.size);
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                self.fail(&uri, &item.uri, &error);
+                return;
+            }
+        }
+        if let Err(error) = self.admit(plan, item, &uri, bytes).await {
+            match error {
+                Admission::NoRoom(short_bytes) => {
+                    self.emit(Event::NoRoom {
+                        uri: uri.clone(),
+                        item: item.uri.clone(),
+                        bytes,
+                        short_bytes,
+                    });
+                    self.count(|s| {
+                        s.no_room += 1;
+                        s.deferred.push(uri);
+                    });
+                }
+                Admission::Failed(error) => self.fail(&uri, &item.uri, &error),
+            }
+            return;
+        }
+        self.emit(Event::Start {
+            uri: uri.clone(),
+            item: item.uri.clone(),
+            bytes,
+            deadline_s: item.deadline_s,
+        });
+        let started = Instant::now();
+        let observed = Observed {
+            inner: self.source.clone(),
+            events: self.events.clone().into(),
+            uri: uri.clone(),
+            size: bytes,
+            done: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        };
+        let result = self
+            .with_retries(&uri, || async {
+                observed.done.store(0, std::sync::atomic::Ordering::Relaxed);
+                match stage_object(&observed, &self.cache, &uri, self.config.stage).await {
+                    // The source changed between head and copy: stage the new version now.
+                    Err(Error::SourceChanged { .. }) => {
+                        stage_object(&observed, &self.cache, &uri, self.config.stage).await
+                    }
+                    other => other,
+                }
+            })
+            .await;
+        let mut ledger = self.lock_ledger();
+        ledger.in_flight.remove(&uri);
+        match result {
+            Ok(manifest) => {
+                ledger.held.insert(uri.clone(), manifest.size);
+                drop(ledger);
+                let finished_s = self.clock.now_s();
+                let met_deadline = finished_s <= item.deadline_s;
+                self.emit(Event::Staged {
+                    uri,
+                    item: item.uri.clone(),
+                    bytes: manifest.size,
+                    seconds: started.elapsed().as_secs_f64(),
+                    finished_s,
+                    deadline_s: item.deadline_s,
+                    met_deadline,
+                });
+                self.count(|s| {
+                    s.objects_staged += 1;
+                    s.bytes_staged += manifest.size;
+                    s.deadline_misses += u64::from(!met_deadline);
+                });
+            }
+            Err(error) => {
+                ledger.held.remove(&uri);
+                drop(ledger);
+                self.fail(&uri, &item.uri, &error);
+            }
+        }
+    }
+
+    /// Makes room for `bytes` of `uri` and reserves it, or says why not.
+    async fn admit(
+        &self,
+        plan: &Plan,
+        item: &PlanItem,
+        uri: &str,
+        bytes: u64,
+    ) -> std::result::Result<(), Admission> {
+        let now = self.clock.now_s();
+        let first_use = plan
+            .readers_of(uri)
+            .iter()
+            .filter(|r| r.end_s > now)
+            .map(|r| if r.running { now } else { r.start_s })
+            .reduce(f64::min)
+            .unwrap_or(item.deadline_s + plan.config.margin_s);
+        let victims: Vec<(String, u64, EvictReason)> = {
+            let mut ledger = self.lock_ledger();
+            // A replaced version's bytes come out of the ledger as the new ones go in.
+            ledger.held.remove(uri);
+            let entries: Vec<(String, u64)> =
+                ledger.held.iter().map(|(u, b)| (u.clone(), *b)).collect();
+            let residents: Vec<Resident> = entries
+                .iter()
+                .map(|(u, b)| {
+                    let mut r = resident_at(*b, plan.readers_of(u), now);
+                    r.pinned |= ledger.leased.contains(u) || ledger.in_flight.contains(u);
+                    r
+                })
+                .collect();
+            match choose_victims(&residents, self.config.budget_bytes, bytes, first_use) {
+                Victims::Refused { short_bytes } => return Err(Admission::NoRoom(short_bytes)),
+                Victims::Evict(chosen) => {
+                    let victims: Vec<(String, u64, EvictReason)> = chosen
+                        .into_iter()
+                        .map(|i| {
+                            let reason = if residents[i].next_use_s.is_none() {
+                                EvictReason::Dead
+                            } else {
+                                EvictReason::FurthestNextUse
+                            };
+                            (entries[i].0.clone(), entries[i].1, reason)
+                        })
+                        .collect();
+                    // Reserve now: the victims' bytes leave the ledger and ours come in, in
+                    // one step, so concurrent admissions see the budget as it will be.
+                    for (victim, ..) in &victims {
+                        ledger.held.remove(victim);
+                        ledger.in_flight.insert(victim.clone());
+                    }
+                    ledger.held.insert(uri.to_string(), bytes);
+                    ledger.in_flight.insert(uri.to_string());
+                    let used = ledger.used();
+                    ledger.peak = ledger.peak.max(used);
+                    victims
+                }
+            }
+        };
+        // The victims leave the cache before the first chunk of the new object lands.
+        let mut failure = None;
+        for (victim, victim_bytes, reason) in &victims {
+            match self.cache.evict(victim).await {
+                Ok(_) => {
+                    self.emit(Event::Evicted {
+                        uri: victim.clone(),
+                        bytes: *victim_bytes,
+                        reason: *reason,
+                        for_uri: uri.to_string(),
+                    });
+                    self.count(|s| {
+                        s.evictions += 1;
+                        s.evicted_bytes += victim_bytes;
+                    });
+                }
+                Err(error) => failure = Some(error),
+            }
+            self.lock_ledger().in_flight.remove(victim);
+        }
+        if let Some(error) = failure {
+            let mut ledger = self.lock_ledger();
+            ledger.held.remove(uri);
+            ledger.in_flight.remove(uri);
+            return Err(Admission::Failed(error));
+        }
+        Ok(())
+    }
+}
+
+enum Admission {
+    NoRoom(u64),
+    Failed(Error),
+}
+
+/// Whether a cached manifest holds the source's current version.
+pub fn is_current(manifest: &Manifest, version: &SourceVersion) -> bool {
+    manifest.size == version.size
+        && match (&manifest.version.etag, &version.etag) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => manifest.version.last_modified == version.last_modified,
+            _ => false,
+        }
+}
+
+/// The source an URI is read from: `scheme://authority`.
+fn source_key(uri: &str) -> String {
+    match uri.split_once("://") {
+        Some((scheme, rest)) => {
+            format!("{scheme}://{}", rest.split('/').next().unwrap_or_default())
+        }
+        None => uri.to_string(),
+    }
+}
+
+/// A source that reports the bytes read of one object as [`Event::Progress`].
+#[derive(Debug)]
+struct Observed {
+    inner: Arc<dyn ArtifactSource>,
+    events: EventSinkWrapper,
+    uri: String,
+    size: u64,
+    done: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// [`EventSink`] with a `Debug` form.
+#[derive(Clone)]
+struct EventSinkWrapper(EventSink);
+
+impl std::fmt::Debug for EventSinkWrapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventSink")
+    }
+}
+
+impl From<EventSink> for EventSinkWrapper {
+    fn from(sink: EventSink) -> Self {
+        EventSinkWrapper(sink)
+    }
+}
+
+#[async_trait]
+impl ArtifactSource for Observed {
+    async fn head(&self, uri: &str) -> Result<SourceObject> {
+        self.inner.head(uri).await
+    }
+
+    async fn read_range(
+        &self,
+        uri: &str,
+        range: Range<u64>,
+        version: Option<&SourceVersion>,
+    ) -> Result<Bytes> {
+        let data = self.inner.read_range(uri, range, version).await?;
+        let done = self
+            .done
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed)
+            + data.len() as u64;
+        (self.events.0)(Event::Progress {
+            uri: self.uri.clone(),
+            done,
+            bytes: self.size,
+        });
+        Ok(data)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<SourceObject>> {
+        self.inner.list(prefix).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
