@@ -14,6 +14,7 @@
 mod error;
 mod history;
 mod location;
+mod prefetch;
 mod read;
 mod record;
 mod records;
@@ -30,6 +31,7 @@ pub use history::{
     StoredRun, TaskObservation, TaskPredictionRecord,
 };
 pub use location::{classify, StorageKind};
+pub use prefetch::TransferRecord;
 pub use records::{
     AnalysisRecord, ArtifactRecord, ArtifactRole, ArtifactStorage, DataRecord, DirectoryRecord,
     PipelineRecord, TaskRecord, VersionRecord,
