@@ -163,6 +163,13 @@ pub enum Event {
         bytes: u64,
         short_bytes: u64,
     },
+    /// An upstream output its producer has not written yet (predicted at `ready_s`): staged
+    /// by a later plan (`--follow`), once it exists.
+    Waiting {
+        uri: String,
+        producer: String,
+        ready_s: f64,
+    },
     /// The object could not be staged.
     Failed {
         uri: String,
@@ -186,6 +193,8 @@ pub struct Summary {
     pub deadline_misses: u64,
     pub retries: u64,
     pub no_room: u64,
+    /// Upstream outputs not written yet.
+    pub waiting: u64,
     pub failed: u64,
     pub seconds: f64,
     /// Most bytes the ledger held at once (never above the budget).
@@ -329,6 +338,20 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
                     });
                 }
                 continue;
+            }
+            if let Some(producer) = &item.producer {
+                if item.ready_s > self.clock.now_s() {
+                    self.emit(Event::Waiting {
+                        uri: item.uri.clone(),
+                        producer: producer.clone(),
+                        ready_s: item.ready_s,
+                    });
+                    self.count(|s| {
+                        s.waiting += 1;
+                        s.deferred.push(item.uri.clone());
+                    });
+                    continue;
+                }
             }
             // Take a slot before starting, so that items start in plan order.
             let slot = slots

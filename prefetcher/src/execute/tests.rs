@@ -417,3 +417,24 @@ fn backoff_is_bounded_and_jittered() {
     assert!(distinct.len() > 20, "delays are not jittered: {distinct:?}");
     assert!((0..50).all(|_| policy.delay(1) <= Duration::from_millis(100)));
 }
+
+#[tokio::test]
+async fn an_upstream_output_waits_for_its_producer() {
+    let f = fixture(&[("features", 10 * KB)]).await;
+    let mut producer = gpu_task("prepare", 0.0, 3600.0, &[]);
+    producer.gpus = 0;
+    producer.outputs = vec!["s3://bucket/features".to_string()];
+    let tasks = [
+        producer,
+        gpu_task("train", 3600.0, 7200.0, &[("features", 10 * KB)]),
+    ];
+    let p = Arc::new(plan(&tasks, &[], &config(1 << 30)));
+    let exec = executor(&f, 1 << 30).await;
+    let summary = exec.execute(&p).await.unwrap();
+    assert_eq!((summary.waiting, summary.objects_staged), (1, 0));
+    assert_eq!(f.source.reads.load(Ordering::SeqCst), 0);
+    assert!(f.events.lock().unwrap().iter().any(|e| matches!(
+        e,
+        Event::Waiting { producer, ready_s, .. } if producer == "prepare" && *ready_s == 3600.0
+    )));
+}
