@@ -1,6 +1,7 @@
 //! What the cache stores about an object besides its bytes: the [`Manifest`], the
-//! [`WriteRecord`] of each write in progress, the [`SourceVersion`] of the source object, and
-//! the checksums.
+//! [`WriteRecord`] of each write of one object, the [`BatchRecord`] of each write of many
+//! small objects at once, the [`PendingWrites`] of an object (the writes that began and are
+//! not known to be finished), the [`SourceVersion`] of the source object, and the checksums.
 //!
 //! Checksums are xxHash3-128 (`xxhash-rust`): it runs at memory speed (tens of GB/s per core,
 //! well above the network), is pure Rust with no build script, and is maintained and widely
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 use crate::error::{Error, Result};
+use crate::source::SourceObject;
 
 /// The manifest format this crate writes and reads.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -65,6 +67,24 @@ pub struct SourceVersion {
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_modified: Option<DateTime<Utc>>,
+}
+
+impl SourceVersion {
+    /// Whether `other` names the same content: equal sizes and, where both have an ETag,
+    /// equal ETags, else equal modification times. A version with neither ETag nor
+    /// modification time matches nothing: without them the source cannot say it is unchanged.
+    pub fn same_content(&self, other: &SourceVersion) -> bool {
+        if self.size != other.size {
+            return false;
+        }
+        match (&self.etag, &other.etag) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => matches!(
+                (self.last_modified, other.last_modified),
+                (Some(mine), Some(theirs)) if mine == theirs
+            ),
+        }
+    }
 }
 
 impl std::fmt::Display for SourceVersion {
@@ -152,6 +172,15 @@ impl Manifest {
     pub fn chunk_len(&self, index: u64) -> u64 {
         chunk_len(self.size, self.chunk_size, index)
     }
+
+    /// Whether this manifest is current for `object` as its source lists it now: the same
+    /// URI, the same size and the same source version (ETag, else modification time; see
+    /// [`SourceVersion::same_content`]). A current object need not be staged again.
+    pub fn matches(&self, object: &SourceObject) -> bool {
+        self.uri == object.uri
+            && self.size == object.size
+            && self.version.same_content(&object.version)
+    }
 }
 
 /// Number of chunks of `size` bytes cut into `chunk_size` pieces (0 for an empty object).
@@ -209,6 +238,74 @@ impl WriteRecord {
     }
 }
 
+/// One object of a [`BatchRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchEntry {
+    pub uri: String,
+    pub chunk_count: u64,
+}
+
+/// Recorded before a write of many small objects puts its first chunk: every object of the
+/// batch shares the batch's generation in its chunk keys, so the record alone says which
+/// chunks the batch may have written. Marked `committed` once every manifest of the batch is
+/// put; it stays until none of its objects is current any more (only the explicit sweep
+/// removes it then), so that chunks of a batch object replaced in a race can still be found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub generation: String,
+    pub state: WriteState,
+    pub started_at: DateTime<Utc>,
+    pub objects: Vec<BatchEntry>,
+}
+
+impl BatchRecord {
+    /// Decodes a record; one claiming more than [`MAX_RECORD_CHUNKS`] chunks in all is
+    /// refused, like a [`WriteRecord`].
+    pub(crate) fn decode(key: &str, bytes: &[u8]) -> Result<BatchRecord> {
+        let record: BatchRecord =
+            serde_json::from_slice(bytes).map_err(|source| Error::BadMetadata {
+                key: key.to_string(),
+                what: "batch record",
+                source,
+            })?;
+        let chunks = record
+            .objects
+            .iter()
+            .fold(0u64, |sum, entry| sum.saturating_add(entry.chunk_count));
+        if chunks > MAX_RECORD_CHUNKS {
+            return Err(Error::BadManifest {
+                uri: record
+                    .objects
+                    .first()
+                    .map(|entry| entry.uri.clone())
+                    .unwrap_or_default(),
+                reason: format!("batch record {key:?} claims {chunks} chunks"),
+            });
+        }
+        Ok(record)
+    }
+}
+
+/// Most generations a [`PendingWrites`] keeps; older ones are left to the explicit sweep.
+pub const MAX_PENDING_WRITES: usize = 64;
+
+/// The writes of one object that began and are not known to be finished, so that the next
+/// write of the object finds interrupted and racing writes without listing the cache. Written
+/// without a compare-and-set, so a generation can be lost when two writes begin at the same
+/// moment; the explicit sweep finds those through their [`WriteRecord`]s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingWrites {
+    pub uri: String,
+    pub generations: Vec<String>,
+}
+
+impl PendingWrites {
+    /// Decodes the value; an undecodable one counts as empty (it is only a hint).
+    pub(crate) fn decode_or_empty(bytes: &[u8]) -> PendingWrites {
+        serde_json::from_slice(bytes).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +332,62 @@ mod tests {
         }
         assert_eq!(hasher.finish(), checksum(&data));
         assert_eq!(ObjectHasher::default().finish(), checksum(&[]));
+    }
+
+    fn version(etag: Option<&str>, size: u64, seconds: Option<i64>) -> SourceVersion {
+        SourceVersion {
+            etag: etag.map(str::to_string),
+            size,
+            last_modified: seconds.and_then(|s| DateTime::from_timestamp(s, 0)),
+        }
+    }
+
+    #[test]
+    fn same_content_prefers_etags_then_modification_times() {
+        let a = version(Some("\"a\""), 10, Some(1));
+        assert!(a.same_content(&a.clone()));
+        // A new ETag is new content even with the old modification time.
+        assert!(!a.same_content(&version(Some("\"b\""), 10, Some(1))));
+        // The same ETag is the same content even when the time differs (a copied object).
+        assert!(a.same_content(&version(Some("\"a\""), 10, Some(2))));
+        assert!(!a.same_content(&version(Some("\"a\""), 11, Some(1))));
+        // Without ETags on one side, the modification time decides.
+        assert!(a.same_content(&version(None, 10, Some(1))));
+        assert!(!a.same_content(&version(None, 10, Some(2))));
+        // Neither: the source cannot say it is unchanged.
+        assert!(!version(None, 10, None).same_content(&version(None, 10, None)));
+    }
+
+    #[test]
+    fn manifest_matches_its_source_object() {
+        let object = SourceObject {
+            uri: "s3://bucket/a".to_string(),
+            size: 3,
+            version: version(Some("\"e\""), 3, Some(5)),
+        };
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            uri: object.uri.clone(),
+            version: object.version.clone(),
+            size: 3,
+            chunk_size: 4,
+            chunk_count: 1,
+            generation: "0".repeat(16),
+            checksum_algorithm: CHECKSUM_ALGORITHM.to_string(),
+            chunk_checksums: vec![checksum(b"abc")],
+            checksum: checksum(b"abc"),
+            staged_at: Utc::now(),
+        };
+        assert!(manifest.matches(&object));
+        let changed = SourceObject {
+            version: version(Some("\"f\""), 3, Some(6)),
+            ..object.clone()
+        };
+        assert!(!manifest.matches(&changed));
+        let other = SourceObject {
+            uri: "s3://bucket/b".to_string(),
+            ..object.clone()
+        };
+        assert!(!manifest.matches(&other));
     }
 }
