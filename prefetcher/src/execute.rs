@@ -353,30 +353,35 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
                     continue;
                 }
             }
-            // Take a slot before starting, so that items start in plan order.
-            let slot = slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| Error::Task {
-                    what: "waiting for a staging slot",
-                    message: e.to_string(),
-                })?;
-            let source_slots = per_source
-                .entry(source_key(&item.uri))
-                .or_insert_with(|| {
-                    Arc::new(Semaphore::new(self.config.per_source_concurrency.max(1)))
-                })
-                .clone();
-            let this = self.clone();
-            let plan = plan.clone();
-            let item = item.clone();
-            tasks.spawn(async move {
-                let _slot = slot;
-                this.run_item(&plan, item, source_slots).await;
-            });
-            // Finished tasks are reaped as we go.
-            while tasks.try_join_next().is_some() {}
+            // Listing, the hit check and admission happen here, in plan order, so that an
+            // earlier deadline is never refused room taken by a later one; copies run
+            // concurrently, at most `concurrency` at once.
+            for work in self.prepare(plan, item).await {
+                let slot = slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| Error::Task {
+                        what: "waiting for a staging slot",
+                        message: e.to_string(),
+                    })?;
+                let source_slots = per_source
+                    .entry(source_key(&work.item.uri))
+                    .or_insert_with(|| {
+                        Arc::new(Semaphore::new(self.config.per_source_concurrency.max(1)))
+                    })
+                    .clone();
+                let this = self.clone();
+                tasks.spawn(async move {
+                    let _slot = slot;
+                    let Ok(_permit) = source_slots.acquire().await else {
+                        return;
+                    };
+                    this.copy(work).await;
+                });
+                // Finished copies are reaped as we go.
+                while tasks.try_join_next().is_some() {}
+            }
         }
         while let Some(joined) = tasks.join_next().await {
             if let Err(error) = joined {
@@ -396,9 +401,10 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
         Ok(summary)
     }
 
-    /// Lists the item's objects (one, or every object under a directory or prefix), then
-    /// stages each.
-    async fn run_item(&self, plan: &Plan, item: PlanItem, source_slots: Arc<Semaphore>) {
+    /// Lists the item's objects (one, or every object under a directory or prefix), and
+    /// for each that is not current in the cache makes room and reserves it; returns the
+    /// copies to make.
+    async fn prepare(&self, plan: &Plan, item: &PlanItem) -> Vec<Work> {
         let objects = if item.uri.ends_with('/') {
             self.with_retries(&item.uri, || self.source.list(&item.uri))
                 .await
@@ -411,19 +417,20 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
             Ok(objects) => objects,
             Err(error) => {
                 self.fail(&item.uri, &item.uri, &error);
-                return;
+                return Vec::new();
             }
         };
+        let mut work = Vec::with_capacity(objects.len());
         for object in objects {
-            let Ok(_permit) = source_slots.acquire().await else {
-                return;
-            };
-            let work = Work {
+            let w = Work {
                 item: item.clone(),
                 object,
             };
-            self.stage_one(plan, work).await;
+            if self.admit_object(plan, &w).await {
+                work.push(w);
+            }
         }
+        work
     }
 
     fn fail(&self, uri: &str, item: &str, error: &Error) {
@@ -472,7 +479,9 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
         }
     }
 
-    async fn stage_one(&self, plan: &Plan, work: Work) {
+    /// Whether `work` has to be copied: false for a hit (current in the cache), for no
+    /// room, and for a failure (each reported); true once room is made and reserved.
+    async fn admit_object(&self, plan: &Plan, work: &Work) -> bool {
         let uri = work.object.uri.clone();
         let item = &work.item;
         let bytes = work.object.size;
@@ -488,32 +497,41 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
                     s.hit_bytes += bytes;
                 });
                 self.lock_ledger().held.insert(uri, manifest.size);
-                return;
+                return false;
             }
             Ok(_) => {}
             Err(error) => {
                 self.fail(&uri, &item.uri, &error);
-                return;
+                return false;
             }
         }
-        if let Err(error) = self.admit(plan, item, &uri, bytes).await {
-            match error {
-                Admission::NoRoom(short_bytes) => {
-                    self.emit(Event::NoRoom {
-                        uri: uri.clone(),
-                        item: item.uri.clone(),
-                        bytes,
-                        short_bytes,
-                    });
-                    self.count(|s| {
-                        s.no_room += 1;
-                        s.deferred.push(uri);
-                    });
-                }
-                Admission::Failed(error) => self.fail(&uri, &item.uri, &error),
+        match self.admit(plan, item, &uri, bytes).await {
+            Ok(()) => true,
+            Err(Admission::NoRoom(short_bytes)) => {
+                self.emit(Event::NoRoom {
+                    uri: uri.clone(),
+                    item: item.uri.clone(),
+                    bytes,
+                    short_bytes,
+                });
+                self.count(|s| {
+                    s.no_room += 1;
+                    s.deferred.push(uri);
+                });
+                false
             }
-            return;
+            Err(Admission::Failed(error)) => {
+                self.fail(&uri, &item.uri, &error);
+                false
+            }
         }
+    }
+
+    /// Copies an admitted object (its room is reserved).
+    async fn copy(&self, work: Work) {
+        let uri = work.object.uri.clone();
+        let item = &work.item;
+        let bytes = work.object.size;
         self.emit(Event::Start {
             uri: uri.clone(),
             item: item.uri.clone(),
