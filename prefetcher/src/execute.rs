@@ -37,6 +37,7 @@ use rand::Rng;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use crate::batch::{stage_objects, PrefixOptions, StageObserver};
 use crate::error::{Error, Result};
 use crate::layout::ObjectCache;
 use crate::lease;
@@ -259,6 +260,9 @@ impl<S: CacheSink + ?Sized + 'static> std::fmt::Debug for Executor<S> {
 struct Work {
     item: PlanItem,
     object: SourceObject,
+    /// For a directory or prefix: every object under it, staged together in batches
+    /// (`object` then describes the whole: the prefix and the total bytes).
+    group: Option<Vec<SourceObject>>,
 }
 
 impl<S: CacheSink + ?Sized + 'static> Executor<S> {
@@ -420,17 +424,62 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
                 return Vec::new();
             }
         };
+        if item.uri.ends_with('/') {
+            // One admission and one batched staging for the whole directory: objects already
+            // current are skipped by the batch without being read.
+            let entries: Vec<(String, u64)> =
+                objects.iter().map(|o| (o.uri.clone(), o.size)).collect();
+            let total = entries.iter().map(|(_, b)| b).sum();
+            return match self.admit(plan, item, &entries).await {
+                Ok(()) => vec![Work {
+                    item: item.clone(),
+                    object: SourceObject {
+                        uri: item.uri.clone(),
+                        size: total,
+                        version: crate::manifest::SourceVersion {
+                            etag: None,
+                            size: total,
+                            last_modified: None,
+                        },
+                    },
+                    group: Some(objects),
+                }],
+                Err(refusal) => {
+                    self.refused(&item.uri, item, total, refusal);
+                    Vec::new()
+                }
+            };
+        }
         let mut work = Vec::with_capacity(objects.len());
         for object in objects {
             let w = Work {
                 item: item.clone(),
                 object,
+                group: None,
             };
             if self.admit_object(plan, &w).await {
                 work.push(w);
             }
         }
         work
+    }
+
+    fn refused(&self, uri: &str, item: &PlanItem, bytes: u64, refusal: Admission) {
+        match refusal {
+            Admission::NoRoom(short_bytes) => {
+                self.emit(Event::NoRoom {
+                    uri: uri.to_string(),
+                    item: item.uri.clone(),
+                    bytes,
+                    short_bytes,
+                });
+                self.count(|s| {
+                    s.no_room += 1;
+                    s.deferred.push(uri.to_string());
+                });
+            }
+            Admission::Failed(error) => self.fail(uri, &item.uri, &error),
+        }
     }
 
     fn fail(&self, uri: &str, item: &str, error: &Error) {
@@ -505,23 +554,10 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
                 return false;
             }
         }
-        match self.admit(plan, item, &uri, bytes).await {
+        match self.admit(plan, item, &[(uri.clone(), bytes)]).await {
             Ok(()) => true,
-            Err(Admission::NoRoom(short_bytes)) => {
-                self.emit(Event::NoRoom {
-                    uri: uri.clone(),
-                    item: item.uri.clone(),
-                    bytes,
-                    short_bytes,
-                });
-                self.count(|s| {
-                    s.no_room += 1;
-                    s.deferred.push(uri);
-                });
-                false
-            }
-            Err(Admission::Failed(error)) => {
-                self.fail(&uri, &item.uri, &error);
+            Err(refusal) => {
+                self.refused(&uri, item, bytes, refusal);
                 false
             }
         }
@@ -529,6 +565,9 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
 
     /// Copies an admitted object (its room is reserved).
     async fn copy(&self, work: Work) {
+        if work.group.is_some() {
+            return self.copy_group(work).await;
+        }
         let uri = work.object.uri.clone();
         let item = &work.item;
         let bytes = work.object.size;
@@ -589,29 +628,33 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
         }
     }
 
-    /// Makes room for `bytes` of `uri` and reserves it, or says why not.
+    /// Makes room for `entries` (object URI, bytes) and reserves it, or says why not.
     async fn admit(
         &self,
         plan: &Plan,
         item: &PlanItem,
-        uri: &str,
-        bytes: u64,
+        entries: &[(String, u64)],
     ) -> std::result::Result<(), Admission> {
         let now = self.clock.now_s();
-        let first_use = plan
-            .readers_of(uri)
+        let first_use = entries
             .iter()
+            .flat_map(|(uri, _)| plan.readers_of(uri))
             .filter(|r| r.end_s > now)
             .map(|r| if r.running { now } else { r.start_s })
             .reduce(f64::min)
             .unwrap_or(item.deadline_s + plan.config.margin_s);
+        let incoming: u64 = entries.iter().map(|(_, b)| b).sum();
         let victims: Vec<(String, u64, EvictReason)> = {
             let mut ledger = self.lock_ledger();
-            // A replaced version's bytes come out of the ledger as the new ones go in.
-            ledger.held.remove(uri);
-            let entries: Vec<(String, u64)> =
+            // A replaced version's bytes come out of the ledger as the new ones go in; if
+            // the room cannot be made, they are put back.
+            let previous: Vec<(String, u64)> = entries
+                .iter()
+                .filter_map(|(uri, _)| ledger.held.remove(uri).map(|b| (uri.clone(), b)))
+                .collect();
+            let held: Vec<(String, u64)> =
                 ledger.held.iter().map(|(u, b)| (u.clone(), *b)).collect();
-            let residents: Vec<Resident> = entries
+            let residents: Vec<Resident> = held
                 .iter()
                 .map(|(u, b)| {
                     let mut r = resident_at(*b, plan.readers_of(u), now);
@@ -619,8 +662,11 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
                     r
                 })
                 .collect();
-            match choose_victims(&residents, self.config.budget_bytes, bytes, first_use) {
-                Victims::Refused { short_bytes } => return Err(Admission::NoRoom(short_bytes)),
+            match choose_victims(&residents, self.config.budget_bytes, incoming, first_use) {
+                Victims::Refused { short_bytes } => {
+                    ledger.held.extend(previous);
+                    return Err(Admission::NoRoom(short_bytes));
+                }
                 Victims::Evict(chosen) => {
                     let victims: Vec<(String, u64, EvictReason)> = chosen
                         .into_iter()
@@ -630,24 +676,26 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
                             } else {
                                 EvictReason::FurthestNextUse
                             };
-                            (entries[i].0.clone(), entries[i].1, reason)
+                            (held[i].0.clone(), held[i].1, reason)
                         })
                         .collect();
                     // Reserve now: the victims' bytes leave the ledger and ours come in, in
-                    // one step, so concurrent admissions see the budget as it will be.
+                    // one step, so that later admissions see the budget as it will be.
                     for (victim, ..) in &victims {
                         ledger.held.remove(victim);
                         ledger.in_flight.insert(victim.clone());
                     }
-                    ledger.held.insert(uri.to_string(), bytes);
-                    ledger.in_flight.insert(uri.to_string());
+                    for (uri, bytes) in entries {
+                        ledger.held.insert(uri.clone(), *bytes);
+                        ledger.in_flight.insert(uri.clone());
+                    }
                     let used = ledger.used();
                     ledger.peak = ledger.peak.max(used);
                     victims
                 }
             }
         };
-        // The victims leave the cache before the first chunk of the new object lands.
+        // The victims leave the cache before the first chunk of the new objects lands.
         let mut failure = None;
         for (victim, victim_bytes, reason) in &victims {
             match self.cache.evict(victim).await {
@@ -656,7 +704,7 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
                         uri: victim.clone(),
                         bytes: *victim_bytes,
                         reason: *reason,
-                        for_uri: uri.to_string(),
+                        for_uri: item.uri.clone(),
                     });
                     self.count(|s| {
                         s.evictions += 1;
@@ -669,11 +717,123 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
         }
         if let Some(error) = failure {
             let mut ledger = self.lock_ledger();
-            ledger.held.remove(uri);
-            ledger.in_flight.remove(uri);
+            for (uri, _) in entries {
+                ledger.held.remove(uri);
+                ledger.in_flight.remove(uri);
+            }
             return Err(Admission::Failed(error));
         }
         Ok(())
+    }
+
+    /// Stages a directory's objects in batches (their room is reserved).
+    async fn copy_group(&self, work: Work) {
+        let item = &work.item;
+        let objects = work.group.unwrap_or_default();
+        let total = work.object.size;
+        self.emit(Event::Start {
+            uri: item.uri.clone(),
+            item: item.uri.clone(),
+            bytes: total,
+            deadline_s: item.deadline_s,
+        });
+        let started = Instant::now();
+        let observer = GroupObserver {
+            events: self.events.clone().into(),
+            uri: item.uri.clone(),
+            bytes: total,
+            done: std::sync::atomic::AtomicU64::new(0),
+        };
+        let options = PrefixOptions {
+            large: self.config.stage,
+            ..PrefixOptions::default()
+        };
+        let result = self
+            .with_retries(&item.uri, || {
+                stage_objects(
+                    self.source.as_ref(),
+                    &self.cache,
+                    objects.clone(),
+                    options,
+                    &observer,
+                )
+            })
+            .await;
+        {
+            let mut ledger = self.lock_ledger();
+            for object in &objects {
+                ledger.in_flight.remove(&object.uri);
+            }
+        }
+        match result {
+            Ok(summary) => {
+                let finished_s = self.clock.now_s();
+                let met_deadline = finished_s <= item.deadline_s;
+                if summary.objects_skipped > 0 {
+                    self.emit(Event::Hit {
+                        uri: item.uri.clone(),
+                        item: item.uri.clone(),
+                        bytes: summary.bytes_skipped,
+                    });
+                }
+                if summary.objects_staged > 0 {
+                    self.emit(Event::Staged {
+                        uri: item.uri.clone(),
+                        item: item.uri.clone(),
+                        bytes: summary.bytes_staged,
+                        seconds: started.elapsed().as_secs_f64(),
+                        finished_s,
+                        deadline_s: item.deadline_s,
+                        met_deadline,
+                    });
+                }
+                self.count(|s| {
+                    s.objects_staged += summary.objects_staged;
+                    s.bytes_staged += summary.bytes_staged;
+                    s.hits += summary.objects_skipped;
+                    s.hit_bytes += summary.bytes_skipped;
+                    s.deadline_misses += u64::from(!met_deadline && summary.objects_staged > 0);
+                });
+            }
+            Err(error) => {
+                // What did land stays accounted for; the rest is released.
+                let landed: HashSet<String> = match self.cache.list().await {
+                    Ok(manifests) => manifests.into_iter().map(|m| m.uri).collect(),
+                    Err(_) => HashSet::new(),
+                };
+                {
+                    let mut ledger = self.lock_ledger();
+                    for object in &objects {
+                        if !landed.contains(&object.uri) {
+                            ledger.held.remove(&object.uri);
+                        }
+                    }
+                }
+                self.fail(&item.uri, &item.uri, &error);
+            }
+        }
+    }
+}
+
+/// Reports a directory's progress as [`Event::Progress`] of the directory.
+struct GroupObserver {
+    events: EventSinkWrapper,
+    uri: String,
+    bytes: u64,
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl StageObserver for GroupObserver {
+    fn on_bytes(&self, bytes: u64) {
+        let done = self
+            .done
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed)
+            + bytes;
+        (self.events.0)(Event::Progress {
+            uri: self.uri.clone(),
+            done,
+            bytes: self.bytes,
+        });
     }
 }
 
