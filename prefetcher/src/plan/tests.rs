@@ -289,3 +289,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_task_that_started_early_moves_its_inputs_to_the_front() {
+    let mut early = task(
+        "early",
+        1,
+        3000.0,
+        3600.0,
+        &[("s3://b/late-input", 10 * MB)],
+    );
+    let tasks_before = [
+        task("first", 1, 600.0, 700.0, &[("s3://b/first-input", 10 * MB)]),
+        early.clone(),
+    ];
+    let before = plan(&tasks_before, &[], &config(1000 * MB));
+    assert_eq!(before.items[0].uri, "s3://b/first-input");
+
+    // The run's events say `early` started at 100 s, long before its predicted start.
+    early.state = TaskState::Running { started_s: 100.0 };
+    let mut cfg = config(1000 * MB);
+    cfg.now_s = 120.0;
+    let after = plan(
+        &[
+            task("first", 1, 600.0, 700.0, &[("s3://b/first-input", 10 * MB)]),
+            early,
+        ],
+        &[],
+        &cfg,
+    );
+    assert_eq!(after.items[0].uri, "s3://b/late-input");
+    assert_eq!(after.items[0].deadline_s, 120.0);
+    assert_eq!(after.items[0].window.unwrap().0, 120.0);
+}
