@@ -2,13 +2,17 @@
 //! chunk-sized ranges concurrently and writing chunks while later ranges are still being read.
 //!
 //! Reads run `read_concurrency` at a time and are consumed in order (so the whole-object
-//! checksum can be computed as they pass); ready chunks are grouped into one `putAll` and each
-//! group is written by its own task, at most `write_concurrency` at a time. Memory in use is
-//! bounded by `(read_concurrency + write_concurrency × batch) × chunk size`.
+//! checksum can be computed as they pass); chunks are grouped into one `putAll` of up to
+//! `write_batch` chunks and each group is written by its own task, at most
+//! `write_concurrency` at a time. Reading goes on while writes are in flight: a group goes out
+//! when it is full, when the reads are over, or at once when no write is in flight (a slow
+//! source never leaves the cache idle waiting for a full group). Memory in use is bounded by
+//! `(read_concurrency + (write_concurrency + 1) × write_batch) × chunk size`.
 //!
 //! Many objects (a directory or key prefix) are staged by [`crate::stage_prefix`], which uses
 //! [`stage_listed_object`] for the large ones and batches the small ones.
 
+use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
@@ -95,29 +99,44 @@ where
             async move { source.read_range(uri, range, Some(version)).await }
         })
         .buffered(options.read_concurrency.max(1))
-        .ready_chunks(options.write_batch.max(1));
+        .fuse();
     futures::pin_mut!(reads);
 
+    let write_batch = options.write_batch.max(1);
+    let write_concurrency = options.write_concurrency.max(1);
     let mut writes = tokio::task::JoinSet::new();
+    let mut pending: Vec<(String, Bytes)> = Vec::with_capacity(write_batch);
+    let mut read_all = false;
     let outcome: Result<()> = async {
-        while let Some(batch) = reads.next().await {
-            let mut entries = Vec::with_capacity(batch.len());
-            let mut bytes = 0u64;
-            for chunk in batch {
-                let entry = writer.accept(chunk?)?;
-                bytes += entry.1.len() as u64;
-                entries.push(entry);
+        loop {
+            // A batch goes out when it is full, when the reads are over, or when the cache
+            // would otherwise wait for it; reads go on while writes are in flight.
+            let slot = writes.len() < write_concurrency;
+            if !pending.is_empty()
+                && slot
+                && (pending.len() >= write_batch || read_all || writes.is_empty())
+            {
+                let entries = std::mem::replace(&mut pending, Vec::with_capacity(write_batch));
+                let bytes = entries.iter().map(|(_, v)| v.len() as u64).sum::<u64>();
+                let putter = writer.putter();
+                writes.spawn(async move { putter.put(entries).await.map(|()| bytes) });
+                continue;
             }
-            while writes.len() >= options.write_concurrency.max(1) {
-                on_bytes(join_one(&mut writes).await?);
+            if read_all && pending.is_empty() && writes.is_empty() {
+                return Ok(());
             }
-            let putter = writer.putter();
-            writes.spawn(async move { putter.put(entries).await.map(|()| bytes) });
+            tokio::select! {
+                chunk = reads.next(), if !read_all && pending.len() < write_batch => {
+                    match chunk {
+                        Some(chunk) => pending.push(writer.accept(chunk?)?),
+                        None => read_all = true,
+                    }
+                }
+                Some(joined) = writes.join_next(), if !writes.is_empty() => {
+                    on_bytes(joined_bytes(joined)?);
+                }
+            }
         }
-        while !writes.is_empty() {
-            on_bytes(join_one(&mut writes).await?);
-        }
-        Ok(())
     }
     .await;
     match outcome {
@@ -131,14 +150,12 @@ where
     }
 }
 
-/// Waits for one write; returns the bytes it stored.
-async fn join_one(writes: &mut tokio::task::JoinSet<Result<u64>>) -> Result<u64> {
-    match writes.join_next().await {
-        Some(Ok(result)) => result,
-        Some(Err(error)) => Err(Error::Task {
+fn joined_bytes(joined: std::result::Result<Result<u64>, tokio::task::JoinError>) -> Result<u64> {
+    match joined {
+        Ok(result) => result,
+        Err(error) => Err(Error::Task {
             what: "writing chunks",
             message: error.to_string(),
         }),
-        None => Ok(0),
     }
 }
