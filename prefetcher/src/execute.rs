@@ -409,13 +409,29 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
     /// for each that is not current in the cache makes room and reserves it; returns the
     /// copies to make.
     async fn prepare(&self, plan: &Plan, item: &PlanItem) -> Vec<Work> {
-        let objects = if item.uri.ends_with('/') {
+        let mut directory = item.uri.ends_with('/');
+        let objects = if directory {
             self.with_retries(&item.uri, || self.source.list(&item.uri))
                 .await
         } else {
-            self.with_retries(&item.uri, || self.source.head(&item.uri))
+            match self
+                .with_retries(&item.uri, || self.source.head(&item.uri))
                 .await
-                .map(|object| vec![object])
+            {
+                Ok(object) => Ok(vec![object]),
+                // An S3 key that names a "directory": Argo reads every object under it.
+                Err(error @ Error::SourceNotFound { .. }) => {
+                    let dir = format!("{}/", item.uri);
+                    match self.with_retries(&dir, || self.source.list(&dir)).await {
+                        Ok(objects) if !objects.is_empty() => {
+                            directory = true;
+                            Ok(objects)
+                        }
+                        _ => Err(error),
+                    }
+                }
+                Err(error) => Err(error),
+            }
         };
         let objects = match objects {
             Ok(objects) => objects,
@@ -424,7 +440,7 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
                 return Vec::new();
             }
         };
-        if item.uri.ends_with('/') {
+        if directory {
             // One admission and one batched staging for the whole directory: objects already
             // current are skipped by the batch without being read.
             let entries: Vec<(String, u64)> =

@@ -341,12 +341,24 @@ pub fn plan(tasks: &[PlanTask], cached: &[CachedEntry], config: &PlanConfig) -> 
         let end_s = task.end_s.max(start_s).max(if running { now } else { 0.0 });
         for input in &task.inputs {
             let i = *index.entry(input.uri.clone()).or_insert_with(|| {
-                let producer = producers.get(input.uri.as_str()).copied().or_else(|| {
-                    let id = input
-                        .uri
-                        .strip_prefix(kfcache_parser::model::TASK_URI_SCHEME)?;
-                    by_id.get(id.rsplit_once('/')?.0).copied()
-                });
+                let producer = producers
+                    .get(input.uri.as_str())
+                    .copied()
+                    .or_else(|| {
+                        let id = input
+                            .uri
+                            .strip_prefix(kfcache_parser::model::TASK_URI_SCHEME)?;
+                        by_id.get(id.rsplit_once('/')?.0).copied()
+                    })
+                    .or_else(|| {
+                        // A directory (S3 key prefix) that a task writes objects under.
+                        let dir = format!("{}/", input.uri.trim_end_matches('/'));
+                        producers
+                            .iter()
+                            .filter(|(output, _)| output.starts_with(&dir))
+                            .map(|(_, task)| *task)
+                            .min_by(|a, b| a.id.cmp(&b.id))
+                    });
                 let ready_s = match producer {
                     Some(p) if p.state != TaskState::Done => p.end_s.max(now),
                     _ => now,

@@ -438,3 +438,22 @@ async fn an_upstream_output_waits_for_its_producer() {
         Event::Waiting { producer, ready_s, .. } if producer == "prepare" && *ready_s == 3600.0
     )));
 }
+
+#[tokio::test]
+async fn a_key_that_names_a_directory_stages_every_object_under_it() {
+    let f = fixture(&[("ds/x", 10 * KB), ("ds/y", 20 * KB)]).await;
+    let tasks = [gpu_task("t", 600.0, 700.0, &[("ds", 30 * KB)])];
+    let p = Arc::new(plan(&tasks, &[], &config(1 << 30)));
+    let exec = executor(&f, 1 << 30).await;
+    let summary = exec.execute(&p).await.unwrap();
+    assert_eq!((summary.objects_staged, summary.failed), (2, 0));
+    let uris: Vec<String> = f
+        .cache
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.uri)
+        .collect();
+    assert_eq!(uris, ["s3://bucket/ds/x", "s3://bucket/ds/y"]);
+}

@@ -322,3 +322,23 @@ fn a_task_that_started_early_moves_its_inputs_to_the_front() {
     assert_eq!(after.items[0].deadline_s, 120.0);
     assert_eq!(after.items[0].window.unwrap().0, 120.0);
 }
+
+#[test]
+fn a_directory_written_object_by_object_waits_for_its_writer() {
+    let mut shard = task("preprocess", 0, 0.0, 300.0, &[]);
+    shard.outputs = vec!["s3://b/preprocessed/{{inputs.parameters.shard}}".to_string()];
+    let tasks = [
+        shard,
+        task(
+            "train",
+            1,
+            300.0,
+            900.0,
+            &[("s3://b/preprocessed", 100 * MB)],
+        ),
+    ];
+    let plan = plan(&tasks, &[], &config(1000 * MB));
+    let dir = item(&plan, "s3://b/preprocessed")[0];
+    assert_eq!(dir.producer.as_deref(), Some("preprocess"));
+    assert_eq!(dir.ready_s, 300.0);
+}
