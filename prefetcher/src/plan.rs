@@ -511,7 +511,29 @@ pub fn plan(tasks: &[PlanTask], cached: &[CachedEntry], config: &PlanConfig) -> 
 
     let mut pipe_free = now;
     let mut peak: u64 = residents.iter().map(|r| r.2).sum();
-    while let Some(pending) = queue.pop() {
+    // The pipe takes, among the items that can be staged when it is free, the one with the
+    // earliest deadline: an upstream output not written yet does not hold up the others.
+    let mut not_ready: Vec<Pending> = Vec::new();
+    loop {
+        let Some(pending) = queue.pop() else {
+            match not_ready
+                .iter()
+                .map(|p| objects[p.object].ready_s)
+                .reduce(f64::min)
+            {
+                Some(ready) => {
+                    pipe_free = pipe_free.max(ready);
+                    queue.extend(not_ready.drain(..));
+                    continue;
+                }
+                None => break,
+            }
+        };
+        if objects[pending.object].ready_s > pipe_free {
+            not_ready.push(pending);
+            continue;
+        }
+        queue.extend(not_ready.drain(..));
         let object = &objects[pending.object];
         let first_use = object.readers[pending.first_reader].start_s;
         let mut t = pipe_free.max(object.ready_s);

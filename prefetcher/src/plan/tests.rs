@@ -342,3 +342,27 @@ fn a_directory_written_object_by_object_waits_for_its_writer() {
     assert_eq!(dir.producer.as_deref(), Some("preprocess"));
     assert_eq!(dir.ready_s, 300.0);
 }
+
+#[test]
+fn an_output_not_written_yet_does_not_hold_up_inputs_that_exist() {
+    let mut producer = task("prepare", 0, 0.0, 300.0, &[]);
+    producer.outputs = vec!["s3://b/features".to_string()];
+    let tasks = [
+        producer,
+        task(
+            "train",
+            1,
+            300.0,
+            900.0,
+            &[("s3://b/features", 100 * MB), ("s3://b/weights", 100 * MB)],
+        ),
+    ];
+    let plan = plan(&tasks, &[], &config(1000 * MB));
+    let weights = item(&plan, "s3://b/weights")[0];
+    assert_eq!(weights.window, Some((0.0, 1.0)));
+    assert_eq!(weights.status, ItemStatus::Planned);
+    assert_eq!(
+        item(&plan, "s3://b/features")[0].window,
+        Some((300.0, 301.0))
+    );
+}
