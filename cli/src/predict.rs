@@ -96,7 +96,7 @@ pub enum PredictFormat {
     Svg,
 }
 
-fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("not an RFC 3339 time ({e}), e.g. 2024-06-01T02:00:00Z"))
@@ -284,18 +284,18 @@ async fn probe_and_store(store: &Store, pipeline: &Pipeline, config: &ProbeConfi
     Ok(())
 }
 
-pub async fn run(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
-    let config = estimator_config(&args)?;
-    let db = global.db_path()?;
-    let store = Store::open(&db)
-        .await
-        .with_context(|| format!("cannot open the database {}", db.display()))?;
-
-    // The pipelines and their stored versions.
+/// The pipelines `target` names, with their DAGs and stored versions: a file (analysed and
+/// stored as `kfcache analyze` does) or the name of a pipeline already analysed (its latest
+/// version).
+pub async fn resolve_targets(
+    store: &Store,
+    target: &str,
+    templates: &[PathBuf],
+) -> Result<Vec<(Pipeline, Dag, i64)>> {
     let mut targets: Vec<(Pipeline, Dag, i64)> = Vec::new();
-    let path = Path::new(&args.target);
+    let path = Path::new(target);
     if path.exists() {
-        for analysis in analyse_files(&[path.to_path_buf()], &args.templates)? {
+        for analysis in analyse_files(&[path.to_path_buf()], templates)? {
             let hash = pipeline_hash(&analysis.pipeline)?;
             let record = store
                 .record_analysis(&analysis.pipeline, &hash, &[])
@@ -304,14 +304,25 @@ pub async fn run(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
             targets.push((analysis.pipeline, analysis.dag, record.version_id));
         }
     } else {
-        let version = store.latest_version(&args.target).await?.with_context(|| {
-            format!("`{}` is neither a file nor an analysed pipeline (run `kfcache analyze FILE` first)", args.target)
+        let version = store.latest_version(target).await?.with_context(|| {
+            format!("`{target}` is neither a file nor an analysed pipeline (run `kfcache analyze FILE` first)")
         })?;
         let pipeline = store.pipeline(version.id).await?;
         let dag = Dag::build(&pipeline)
-            .with_context(|| format!("stored pipeline `{}` is not a valid DAG", args.target))?;
+            .with_context(|| format!("stored pipeline `{target}` is not a valid DAG"))?;
         targets.push((pipeline, dag, version.id));
     }
+    Ok(targets)
+}
+
+pub async fn run(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
+    let config = estimator_config(&args)?;
+    let db = global.db_path()?;
+    let store = Store::open(&db)
+        .await
+        .with_context(|| format!("cannot open the database {}", db.display()))?;
+
+    let targets = resolve_targets(&store, &args.target, &args.templates).await?;
 
     let probe = if args.probe_sizes {
         Some(probe_config(&args)?)
@@ -390,16 +401,16 @@ fn gantt_svgs(predicted: &[Predicted]) -> Result<String> {
     Ok(out)
 }
 
-fn at(anchor: DateTime<Utc>, seconds: f64) -> DateTime<Utc> {
+pub fn at(anchor: DateTime<Utc>, seconds: f64) -> DateTime<Utc> {
     anchor + chrono::Duration::milliseconds((seconds * 1000.0).round() as i64)
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// The end of `text` in at most `max` characters, `…` for what is cut.
-fn tail(text: &str, max: usize) -> String {
+pub fn tail(text: &str, max: usize) -> String {
     let count = text.chars().count();
     if count <= max {
         return text.to_string();

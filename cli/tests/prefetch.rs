@@ -1,0 +1,228 @@
+//! `kfcache prefetch` as a user runs it on the GPU training fixture, against the real Ignite
+//! and moto S3 servers started by scripts/services.sh: `--dry-run` shows the plan and changes
+//! nothing; a prefetch stages exactly the GPU tasks' external inputs, each before its
+//! deadline, the input three tasks share once; a second prefetch copies nothing.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, PutPayload};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const FIXTURE: &str = "fixtures/argo/gpu-training-pipeline.yaml";
+
+fn env(variable: &str) -> String {
+    match std::env::var(variable) {
+        Ok(value) if !value.trim().is_empty() => value,
+        _ => panic!(
+            "{variable} is not set. This test needs the real Ignite and S3 servers: run \
+             `bash scripts/test.sh`, or `scripts/services.sh up && eval \"$(scripts/services.sh env)\"` \
+             before `cargo test`."
+        ),
+    }
+}
+
+/// Creates a bucket on the S3 server (moto accepts an unsigned `PUT /bucket`).
+async fn create_bucket(endpoint: &str, bucket: &str) {
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!(
+        "PUT /{bucket} HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.contains("BucketAlreadyOwnedByYou"),
+        "cannot create bucket {bucket}: {answer}"
+    );
+}
+
+/// The fixture's objects: (bucket, key, bytes).
+const OBJECTS: &[(&str, &str, usize)] = &[
+    ("ml-datasets", "imagenet-subset/v3/labels.csv", 100_000),
+    ("ml-datasets", "imagenet-subset/v3/manifest.json", 2_000),
+    ("ml-datasets", "imagenet-subset/v3/raw/test.tar", 1_500_000),
+    (
+        "ml-datasets",
+        "imagenet-subset/v3/raw/train-00.tar",
+        1_000_000,
+    ),
+    (
+        "ml-models",
+        "pretrained/resnet50-imagenet1k-v2.pth",
+        2_500_000,
+    ),
+    ("ml-models", "pretrained/vit-b16-imagenet21k.pth", 3_000_000),
+];
+
+/// What the GPU tasks read from S3 (the rest is produced by upstream tasks or read only by
+/// CPU tasks).
+const GPU_INPUTS: &[&str] = &[
+    "s3://ml-datasets/imagenet-subset/v3/labels.csv",
+    "s3://ml-datasets/imagenet-subset/v3/raw/test.tar",
+    "s3://ml-models/pretrained/resnet50-imagenet1k-v2.pth",
+    "s3://ml-models/pretrained/vit-b16-imagenet21k.pth",
+];
+
+async fn upload_fixture_objects(endpoint: &str) {
+    for bucket in ["ml-datasets", "ml-models"] {
+        create_bucket(endpoint, bucket).await;
+    }
+    for (n, (bucket, key, bytes)) in OBJECTS.iter().enumerate() {
+        let store = AmazonS3Builder::from_env()
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_bucket_name(*bucket)
+            .build()
+            .unwrap();
+        let data: Vec<u8> = (0..*bytes).map(|i| (i * 7 + n) as u8).collect();
+        store
+            .put(&StorePath::from(*key), PutPayload::from(data))
+            .await
+            .unwrap();
+    }
+}
+
+struct Setup {
+    db: tempfile::TempDir,
+    ignite: String,
+    endpoint: String,
+    namespace: String,
+}
+
+impl Setup {
+    /// `kfcache ARGS…` with the connection flags after them.
+    fn kfcache(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut cmd = common::kfcache(self.db.path());
+        cmd.env_remove("KFCACHE_IGNITE")
+            .env_remove("KFCACHE_CONFIG")
+            .env_remove("KFCACHE_NAMESPACE")
+            .env("XDG_CONFIG_HOME", self.db.path())
+            .args(args)
+            .args([
+                "--ignite",
+                &self.ignite,
+                "--s3-endpoint",
+                &self.endpoint,
+                "--s3-region",
+                "us-east-1",
+                "--namespace",
+                &self.namespace,
+            ]);
+        cmd
+    }
+
+    fn cached(&self) -> BTreeSet<String> {
+        let out = common::stdout_of(&mut self.kfcache(&["cache", "ls", "-o", "json"]));
+        let listed: Value = serde_json::from_str(&out).unwrap();
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["uri"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+fn events(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_stages_the_gpu_tasks_inputs_before_their_deadlines() {
+    let endpoint = env("KFCACHE_TEST_S3_ENDPOINT");
+    upload_fixture_objects(&endpoint).await;
+    let setup = Setup {
+        db: tempfile::tempdir().unwrap(),
+        ignite: env("KFCACHE_TEST_IGNITE_1"),
+        endpoint,
+        namespace: format!("prefetch-cli-{}", std::process::id()),
+    };
+    let expected: BTreeSet<String> = GPU_INPUTS.iter().map(|s| s.to_string()).collect();
+
+    // --dry-run: the plan, and nothing in the cache afterwards.
+    let out = common::stdout_of(&mut setup.kfcache(&[
+        "prefetch",
+        FIXTURE,
+        "--budget",
+        "1GiB",
+        "--dry-run",
+        "-f",
+        "json",
+    ]));
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    let items = plan["plan"]["items"].as_array().unwrap();
+    let planned: BTreeSet<String> = items
+        .iter()
+        .filter(|i| i["status"] == "planned")
+        .map(|i| i["uri"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(planned, expected);
+    let labels = items.iter().find(|i| i["uri"] == GPU_INPUTS[0]).unwrap();
+    assert_eq!(
+        labels["consumers"],
+        serde_json::json!(["train-resnet50", "train-vit", "evaluate"])
+    );
+    assert!(setup.cached().is_empty(), "--dry-run staged something");
+
+    // The prefetch: JSON event lines (stdout is not a terminal).
+    let out = common::stdout_of(&mut setup.kfcache(&["prefetch", FIXTURE, "--budget", "1GiB"]));
+    let events = events(&out);
+    let staged = of_kind(&events, "staged");
+    let uris: Vec<&str> = staged.iter().map(|e| e["uri"].as_str().unwrap()).collect();
+    assert_eq!(
+        uris.iter().map(|u| u.to_string()).collect::<BTreeSet<_>>(),
+        expected
+    );
+    // Shared by three GPU tasks, copied once.
+    assert_eq!(uris.iter().filter(|u| **u == GPU_INPUTS[0]).count(), 1);
+    for event in &staged {
+        assert_eq!(event["met_deadline"], true, "{event}");
+        assert!(event["finished_s"].as_f64().unwrap() <= event["deadline_s"].as_f64().unwrap());
+    }
+    // The preprocessed dataset does not exist before `preprocess` writes it.
+    assert!(of_kind(&events, "waiting")
+        .iter()
+        .any(|e| e["uri"] == "s3://ml-datasets/imagenet-subset/v3/preprocessed"));
+    let summary = of_kind(&events, "summary");
+    assert_eq!(summary.len(), 1);
+    assert_eq!(summary[0]["objects_staged"], 4);
+    assert_eq!(summary[0]["failed"], 0);
+    assert_eq!(setup.cached(), expected);
+
+    // Again: everything is current, nothing is copied.
+    let out = common::stdout_of(&mut setup.kfcache(&["prefetch", FIXTURE, "--budget", "1GiB"]));
+    let events = self::events(&out);
+    assert!(of_kind(&events, "staged").is_empty());
+    assert_eq!(of_kind(&events, "hit").len(), 4);
+
+    common::stdout_of(&mut setup.kfcache(&["cache", "clear"]));
+}
+
+#[test]
+fn a_fractional_budget_without_the_region_size_is_a_clear_error() {
+    let db = tempfile::tempdir().unwrap();
+    let out = common::kfcache(db.path())
+        .args(["prefetch", FIXTURE, "--budget", "50%", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--data-region"), "{stderr}");
+}
