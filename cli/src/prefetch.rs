@@ -119,6 +119,11 @@ pub struct PrefetchArgs {
     #[arg(long, short = 'f', value_enum, default_value_t = PlanFormat::Table)]
     pub format: PlanFormat,
 
+    /// How progress is shown: bars on a terminal and JSON event lines otherwise (auto),
+    /// always bars, always JSON lines on stdout, or nothing.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+
     /// Template directories for `templateRef`, as for `analyze`.
     #[arg(long, value_name = "DIR")]
     pub templates: Vec<PathBuf>,
@@ -129,6 +134,14 @@ pub struct PrefetchArgs {
 
     #[command(flatten)]
     pub connection: ConnectionArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    Auto,
+    Bars,
+    Json,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -437,7 +450,13 @@ async fn prefetch_pipeline(
         bail!("no cache to stage into");
     };
 
-    let reporter = Arc::new(Reporter::new(&current, ReportMode::detect()));
+    let mode = match args.progress {
+        Progress::Auto => ReportMode::detect(),
+        Progress::Bars => ReportMode::Tty,
+        Progress::Json => ReportMode::JsonLines,
+        Progress::None => ReportMode::Quiet,
+    };
+    let reporter = Arc::new(Reporter::new(&current, mode));
     for note in &current.notes {
         reporter.message(note);
     }
@@ -546,6 +565,7 @@ async fn prefetch_pipeline(
                 next.staged().count()
             ));
             current = Arc::new(next);
+            reporter.replan(&current);
             if let Some(metrics) = metrics {
                 metrics.set_queue_depth(current.staged().count() as u64);
             }
@@ -581,7 +601,9 @@ async fn probe_unknown_sizes(
         .collect();
     unknown.sort();
     unknown.dedup();
-    let probed: Vec<(String, Option<(u64, Option<u64>)>)> = futures::stream::iter(unknown)
+    // (URI, (bytes, objects when it is a directory)) for each probe that answered.
+    type Probed = (String, Option<(u64, Option<u64>)>);
+    let probed: Vec<Probed> = futures::stream::iter(unknown)
         .map(|uri| async move {
             let size = if uri.ends_with('/') {
                 source

@@ -47,7 +47,6 @@ pub enum ReportMode {
     /// One JSON object per line on stdout.
     JsonLines,
     /// Nothing.
-    #[allow(dead_code)] // no flag of `kfcache prefetch` chooses it yet
     Quiet,
 }
 
@@ -112,7 +111,6 @@ impl Reporter {
 
     /// Follows a further plan of the same run (a re-plan in `--follow`): what it stages is
     /// added to the overall bar.
-    #[allow(dead_code)] // until `kfcache prefetch --follow` calls it on each re-plan
     pub fn replan(&self, plan: &Plan) {
         if let View::Tty(view) = &self.view {
             let mut state = lock(&view.state);
