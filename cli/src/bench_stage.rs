@@ -55,7 +55,7 @@ pub struct StageBenchArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
     /// Large objects per set.
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = 16)]
     pub large_count: usize,
     /// Size of each large object.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
