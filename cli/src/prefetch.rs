@@ -111,6 +111,11 @@ pub struct PrefetchArgs {
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub per_source: usize,
 
+    /// Before staging, remove what writes interrupted more than this many seconds ago left
+    /// behind (a crashed prefetch); writes in flight for less stay.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
+    pub sweep_after: f64,
+
     /// Seconds between re-plans with --follow.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub poll: f64,
@@ -290,6 +295,9 @@ pub async fn run(global: &GlobalArgs, args: PrefetchArgs) -> Result<()> {
     if !(args.margin >= 0.0 && args.margin.is_finite()) {
         bail!("--margin must be a non-negative number of seconds");
     }
+    if !(args.sweep_after >= 0.0 && args.sweep_after.is_finite()) {
+        bail!("--sweep-after must be a non-negative number of seconds");
+    }
     if !(args.poll > 0.0 && args.poll.is_finite()) {
         bail!("--poll must be a positive number of seconds");
     }
@@ -457,6 +465,17 @@ async fn prefetch_pipeline(
         Progress::None => ReportMode::Quiet,
     };
     let reporter = Arc::new(Reporter::new(&current, mode));
+    // Resume after a crash: what interrupted writes left is removed before room is counted.
+    let swept = cache
+        .sweep_older_than(Duration::from_secs_f64(args.sweep_after))
+        .await
+        .context("cannot sweep interrupted writes")?;
+    if swept.writes_removed + swept.batches_removed > 0 {
+        reporter.message(&format!(
+            "removed {} interrupted write(s) and {} batch(es) ({} chunks) left by an earlier run",
+            swept.writes_removed, swept.batches_removed, swept.chunks_removed
+        ));
+    }
     for note in &current.notes {
         reporter.message(note);
     }
