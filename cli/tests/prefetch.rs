@@ -226,3 +226,51 @@ fn a_fractional_budget_without_the_region_size_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--data-region"), "{stderr}");
 }
+
+#[test]
+fn a_finished_run_anchors_the_plan_and_follow_ends_with_nothing_to_stage() {
+    let setup = Setup {
+        db: tempfile::tempdir().unwrap(),
+        ignite: env("KFCACHE_TEST_IGNITE_1"),
+        endpoint: env("KFCACHE_TEST_S3_ENDPOINT"),
+        namespace: format!("prefetch-follow-{}", std::process::id()),
+    };
+    common::stdout_of(common::kfcache(setup.db.path()).args([
+        "history",
+        "import",
+        "fixtures/status/gpu-training-pipeline-x7k2p.yaml",
+    ]));
+    let run = "gpu-training-pipeline-x7k2p";
+    let out = common::stdout_of(&mut setup.kfcache(&[
+        "prefetch",
+        FIXTURE,
+        "--run",
+        run,
+        "--dry-run",
+        "-f",
+        "json",
+    ]));
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["anchor"], "2024-05-06T02:00:00Z");
+    // Every task of the run has finished: none of its inputs is needed any more.
+    assert_eq!(plan["plan"]["items"], serde_json::json!([]));
+
+    let out = common::stdout_of(&mut setup.kfcache(&[
+        "prefetch", FIXTURE, "--run", run, "--follow", "--poll", "0.2",
+    ]));
+    let events = events(&out);
+    assert!(of_kind(&events, "staged").is_empty());
+    assert!(of_kind(&events, "note").iter().any(|e| e["text"]
+        .as_str()
+        .unwrap()
+        .contains("every planned task has started")));
+    assert_eq!(of_kind(&events, "summary")[0]["objects_staged"], 0);
+
+    // A run that is not in the history store is named.
+    let out = setup
+        .kfcache(&["prefetch", FIXTURE, "--run", "no-such-run", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-run"));
+}
