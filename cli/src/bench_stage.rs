@@ -582,7 +582,14 @@ pub async fn run(args: StageBenchArgs) -> Result<()> {
     let local = ObjectStoreSource::new(settings.source.clone());
     let large = ObjectSet::list(&local, format!("file://{}/", large_dir.display())).await?;
     let small = if args.small_count > 0 {
-        Some(ObjectSet::list(&local, format!("file://{}/", small_dir.display())).await?)
+        let started = Instant::now();
+        let set = ObjectSet::list(&local, format!("file://{}/", small_dir.display())).await?;
+        eprintln!(
+            "bench stage: listing {} small files takes {:.2}s (part of each small-files stage)",
+            set.objects.len(),
+            started.elapsed().as_secs_f64()
+        );
+        Some(set)
     } else {
         None
     };
