@@ -22,6 +22,13 @@ pub enum BenchCommand {
     Cache(CacheBenchArgs),
     /// Backtest the predictor on synthetic history of a pipeline against Argo's last-run rule.
     Predict(crate::bench_predict::PredictBenchArgs),
+    /// Staging throughput: source read rate, Ignite put rate and the prefetcher's end-to-end
+    /// rate in one run, for large objects and for many small ones.
+    Stage(crate::bench_stage::StageBenchArgs),
+    /// Eviction quality: kfcache's DAG-aware policy against LRU with fill on first read and the
+    /// oracle prefetcher (Belady's rule on the actual start times), on generated pipelines in
+    /// a simulated clock.
+    Eviction(crate::bench_eviction::EvictionBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +47,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     match args.command {
         BenchCommand::Cache(args) => cache(args).await,
         BenchCommand::Predict(args) => crate::bench_predict::run(args),
+        BenchCommand::Stage(args) => crate::bench_stage::run(args).await,
+        BenchCommand::Eviction(args) => crate::bench_eviction::run(args),
     }
 }
 

@@ -6,11 +6,17 @@
 
 mod analyze;
 mod bench;
+mod bench_eviction;
 mod bench_predict;
+mod bench_stage;
 mod cache;
 mod config;
 mod history;
 mod predict;
+mod prefetch;
+mod prefetch_gantt;
+mod prefetch_metrics;
+mod prefetch_view;
 mod render;
 mod settings;
 
@@ -42,6 +48,8 @@ enum Command {
     History(history::HistoryArgs),
     /// Predict when each task of a run starts and ends and what it reads by then.
     Predict(predict::PredictArgs),
+    /// Stage each GPU task's inputs into the cache before its predicted start, within a budget.
+    Prefetch(prefetch::PrefetchArgs),
 }
 
 /// An error that is the input's fault: exit code 2.
@@ -69,6 +77,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::History(args) => history::run(&cli.global, args).await,
             Command::Predict(args) => predict::run(&cli.global, args).await,
+            Command::Prefetch(args) => prefetch::run(&cli.global, args).await,
         }
     });
     match result {

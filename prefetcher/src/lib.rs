@@ -14,7 +14,9 @@
 //! the chunk writes. One conformance suite per trait (in `tests/`) runs against every
 //! implementation, including a real Ignite cluster and a real S3 server.
 
+mod batch;
 mod error;
+pub mod evict_sim;
 pub mod execute;
 mod ignite;
 mod layout;
@@ -27,16 +29,21 @@ mod sink;
 mod source;
 mod stage;
 
+pub use batch::{
+    stage_objects, stage_prefix, ObjectOutcome, ObjectStatus, PrefixOptions, StageObserver,
+    StageSummary,
+};
 pub use error::{Error, Result};
 pub use ignite::{IgniteSink, IgniteSinkConfig};
 pub use layout::{
-    ChunkPutter, LayoutConfig, ObjectCache, ObjectWriter, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE,
+    BatchObject, ChunkPutter, LayoutConfig, ObjectCache, ObjectWriter, SweepReport,
+    DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE,
 };
 pub use manifest::{
-    checksum, Manifest, SourceVersion, WriteRecord, WriteState, CHECKSUM_ALGORITHM,
-    MAX_RECORD_CHUNKS,
+    checksum, BatchEntry, BatchRecord, Manifest, PendingWrites, SourceVersion, WriteRecord,
+    WriteState, CHECKSUM_ALGORITHM, MAX_PENDING_WRITES, MAX_RECORD_CHUNKS,
 };
 pub use memory::MemorySink;
 pub use sink::{CacheSink, Space};
 pub use source::{ArtifactSource, ObjectStoreSource, SourceConfig, SourceObject};
-pub use stage::{stage_object, StageOptions};
+pub use stage::{stage_listed_object, stage_object, stage_object_observed, StageOptions};

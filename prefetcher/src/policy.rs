@@ -82,6 +82,15 @@ pub fn choose_victims(
         victims.push(i);
     }
     if freed >= needed {
+        // The greedy pass may have taken more than needed: give back, from the entry needed
+        // soonest, every victim whose bytes are not required to make the room.
+        for position in (0..victims.len()).rev() {
+            let bytes = residents[victims[position]].bytes;
+            if freed - bytes >= needed {
+                freed -= bytes;
+                victims.remove(position);
+            }
+        }
         Victims::Evict(victims)
     } else {
         Victims::Refused {
@@ -123,6 +132,16 @@ mod tests {
         assert_eq!(
             choose_victims(&residents, 100, 50, 5.0),
             Victims::Evict(vec![1, 2])
+        );
+    }
+
+    #[test]
+    fn no_entry_is_evicted_that_the_room_does_not_need() {
+        // Greedily the entry read at 90 goes first, but the one read at 50 alone makes room.
+        let residents = [r(10, Some(90.0)), r(100, Some(50.0))];
+        assert_eq!(
+            choose_victims(&residents, 110, 50, 5.0),
+            Victims::Evict(vec![1])
         );
     }
 

@@ -283,8 +283,8 @@ proptest! {
         // Every planned input of a GPU task appears in the plan, staged or with a reason.
         for t in tasks.iter().filter(|t| t.gpus > 0) {
             for input in &t.inputs {
-                prop_assert!(plan.items.iter().any(|i| i.uri == input.uri && i.consumers.contains(&t.id)
-                    || i.uri == input.uri && i.status.stages()));
+                prop_assert!(plan.items.iter().any(|i| i.uri == input.uri
+                    && (i.consumers.contains(&t.id) || i.status.stages())));
             }
         }
     }
