@@ -493,9 +493,11 @@ impl<S: CacheSink + ?Sized> ObjectCache<S> {
     /// becomes visible only with its manifest, after all its chunks; the manifests returned
     /// are those written (an object replaced by a racing write meanwhile keeps the racer's).
     ///
-    /// On an error before the manifests, the batch removes what it wrote (best effort); what
-    /// an interrupted batch leaves behind is never visible and is removed by
-    /// [`sweep_stale`](Self::sweep_stale) once older than `stale_after`.
+    /// On an error before the manifests, the batch removes what it wrote (best effort). An
+    /// error while the manifests are put leaves the outcome unknown (some may have landed,
+    /// each complete), so nothing is removed then. What an interrupted batch leaves behind
+    /// is never visible and is removed by [`sweep_stale`](Self::sweep_stale) once older than
+    /// `stale_after`.
     pub async fn put_many(&self, objects: Vec<BatchObject>) -> Result<Vec<Manifest>> {
         if objects.is_empty() {
             return Ok(Vec::new());
@@ -592,7 +594,13 @@ impl<S: CacheSink + ?Sized> ObjectCache<S> {
         let mut check = Vec::with_capacity(manifest_keys.len() + 1);
         check.push(record_key.clone());
         check.extend(manifest_keys.iter().cloned());
-        let found = self.sink.get_all(Space::Meta, &check).await?;
+        let found = match self.sink.get_all(Space::Meta, &check).await {
+            Ok(found) => found,
+            Err(error) => {
+                self.abort_batch(&record_key, &record, &ids).await;
+                return Err(error);
+            }
+        };
         if !found.contains_key(&record_key) {
             return Err(Error::Config(format!(
                 "the batch write of {} objects (from {}) took longer than stale_after ({:?}) and was cleaned up; stage them again",
