@@ -11,7 +11,7 @@
 //! Parameters, loop fan-out, `when` conditions, parallelism and the task role flow down through
 //! a [`Scope`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -74,12 +74,11 @@ pub(crate) fn flatten(
         Some(entrypoint) => entrypoint.to_string(),
         // A single-template workflow without an entrypoint (KFP v1 emits a few): Argo would
         // ask for `--entrypoint`; the only template is the only sensible choice.
-        None if spec.templates.len() == 1 && spec.templates.iter().all(|t| !t.name.is_empty()) => {
-            spec.templates
-                .first()
-                .map(|t| t.name.clone())
-                .unwrap_or_default()
-        }
+        None if set.templates.len() == 1 && set.templates.iter().all(|t| !t.name.is_empty()) => set
+            .templates
+            .first()
+            .map(|t| t.name.clone())
+            .unwrap_or_default(),
         None => {
             return Err(Error::MissingEntrypoint {
                 at: Location::at(path, Some(set.document.first_line)),
@@ -287,7 +286,7 @@ struct Resolved {
     /// The document that declares the template (`set` itself, or for a Workflow merged with
     /// its `workflowTemplateRef`, possibly the referenced WorkflowTemplate), for line look-ups.
     origin: Arc<TemplateSet>,
-    template: Template,
+    template: Arc<Template>,
     /// Line of the template's `- name:` entry, when it is in the file being parsed.
     line: Option<usize>,
 }
@@ -364,7 +363,7 @@ impl Flattener<'_, '_, '_> {
             return Ok(Resolved {
                 set: Arc::clone(&scope.set),
                 origin: Arc::clone(&scope.set),
-                template,
+                template: Arc::new(template),
                 line,
             });
         }
@@ -801,8 +800,12 @@ impl Flattener<'_, '_, '_> {
                 .collect(),
         })?;
 
-        let mut expansions: Vec<Option<Expansion>> = vec![None; calls.len()];
-        let mut slots: Vec<Vec<Task>> = vec![Vec::new(); calls.len()];
+        // Tasks are expanded in dependency order but emitted in declaration order: straight
+        // into `out` when the two agree (the usual case), else into `pending` and reordered.
+        let in_declaration_order = order.iter().enumerate().all(|(k, &i)| k == i);
+        let mut sinks_of: Vec<Vec<String>> = vec![Vec::new(); calls.len()];
+        let mut ranges: Vec<std::ops::Range<usize>> = vec![0..0; calls.len()];
+        let mut pending: Vec<Task> = Vec::new();
         let mut siblings = Siblings::new();
         for i in order {
             let (Some(call), Some(deps)) = (calls.get(i), dependencies.get(i)) else {
@@ -813,12 +816,7 @@ impl Flattener<'_, '_, '_> {
             } else {
                 let mut sinks = Vec::new();
                 for &j in deps {
-                    for sink in expansions
-                        .get(j)
-                        .and_then(Option::as_ref)
-                        .map(|e| e.sinks.as_slice())
-                        .unwrap_or(&[])
-                    {
+                    for sink in sinks_of.get(j).map(Vec::as_slice).unwrap_or(&[]) {
                         if !sinks.contains(sink) {
                             sinks.push(sink.clone());
                         }
@@ -828,7 +826,12 @@ impl Flattener<'_, '_, '_> {
             };
             let line = lines.get(i).copied().flatten();
             let referenced_by = join(prefix, &call.name);
-            let mut slot = Vec::new();
+            let target = if in_declaration_order {
+                &mut *out
+            } else {
+                &mut pending
+            };
+            let start = target.len();
             let expansion = self.expand(
                 call,
                 &referenced_by,
@@ -837,32 +840,37 @@ impl Flattener<'_, '_, '_> {
                 task_incoming,
                 line,
                 &siblings,
-                &mut slot,
+                target,
             )?;
-            siblings.insert(call.name.clone(), expansion.produced.clone());
-            if let Some(target) = expansions.get_mut(i) {
-                *target = Some(expansion);
+            if let Some(range) = ranges.get_mut(i) {
+                *range = start..target.len();
             }
-            if let Some(target) = slots.get_mut(i) {
-                *target = slot;
+            if let Some(own) = sinks_of.get_mut(i) {
+                *own = expansion.sinks;
             }
+            siblings.insert(call.name.clone(), expansion.produced);
         }
-        for slot in slots {
-            out.extend(slot);
+        if !in_declaration_order {
+            out.reserve(pending.len());
+            let mut pending: Vec<Option<Task>> = pending.into_iter().map(Some).collect();
+            for range in ranges {
+                for task in pending.get_mut(range).into_iter().flatten() {
+                    if let Some(task) = task.take() {
+                        out.push(task);
+                    }
+                }
+            }
         }
         // Sinks: the sinks of DAG tasks no other DAG task depends on.
         let depended: BTreeSet<usize> = dependencies.iter().flatten().copied().collect();
         let mut sinks = Vec::new();
-        for (i, expansion) in expansions.iter().enumerate() {
+        let mut seen: HashSet<&str> = HashSet::new();
+        for (i, own) in sinks_of.iter().enumerate() {
             if depended.contains(&i) {
                 continue;
             }
-            for sink in expansion
-                .as_ref()
-                .map(|e| e.sinks.as_slice())
-                .unwrap_or(&[])
-            {
-                if !sinks.contains(sink) {
+            for sink in own {
+                if seen.insert(sink.as_str()) {
                     sinks.push(sink.clone());
                 }
             }
@@ -887,7 +895,8 @@ impl Flattener<'_, '_, '_> {
         let mut search_from = template_line.unwrap_or(0);
         let set = Arc::clone(&resolved.origin);
         for group in groups {
-            let mut group_sinks = Vec::new();
+            let mut group_sinks: Vec<String> = Vec::new();
+            let mut group_seen: HashSet<String> = HashSet::new();
             for call in &group.0 {
                 let line = self.line_of(&set, &call.name, Some(search_from));
                 if let Some(line) = line {
@@ -918,7 +927,7 @@ impl Flattener<'_, '_, '_> {
                     out,
                 )?;
                 for sink in &expansion.sinks {
-                    if !group_sinks.contains(sink) {
+                    if group_seen.insert(sink.clone()) {
                         group_sinks.push(sink.clone());
                     }
                 }

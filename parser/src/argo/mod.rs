@@ -36,8 +36,12 @@ pub(crate) struct TemplateSet {
     /// The file the document was read from.
     pub path: PathBuf,
     pub document: Document,
-    /// The (for a Workflow with `workflowTemplateRef`: merged) workflow spec.
+    /// The (for a Workflow with `workflowTemplateRef`: merged) workflow spec, without its
+    /// templates, which are in `templates`.
     pub spec: raw::Spec,
+    /// The spec's templates, shared: a call resolves to its template without copying it (a
+    /// DAG template of thousands of tasks is called once, but a leaf template many times).
+    pub templates: Vec<Arc<raw::Template>>,
     /// Line of the `templates:` key, where template names are searched from; `None` when the
     /// document declares no templates of its own.
     pub templates_line: Option<usize>,
@@ -52,22 +56,27 @@ impl TemplateSet {
         kind: DocKind,
         path: &Path,
         document: &Document,
-        spec: raw::Spec,
+        mut spec: raw::Spec,
     ) -> TemplateSet {
         let templates_line = document.find_line("templates:");
+        let templates = std::mem::take(&mut spec.templates)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         TemplateSet {
             name,
             kind,
             path: path.to_path_buf(),
             document: document.clone(),
             spec,
+            templates,
             templates_line,
             base: None,
         }
     }
 
-    pub fn template(&self, name: &str) -> Option<&raw::Template> {
-        self.spec.templates.iter().find(|t| t.name == name)
+    pub fn template(&self, name: &str) -> Option<&Arc<raw::Template>> {
+        self.templates.iter().find(|t| t.name == name)
     }
 
     /// Line of a template's `- name:` entry.
@@ -216,7 +225,7 @@ fn build(
                 referenced_by: format!("{name} (workflowTemplateRef)"),
             });
         };
-        spec = merge_spec(spec, &found.spec);
+        spec = merge_spec(spec, &found.spec, &found.templates);
         base = Some(found);
     }
     let mut set = TemplateSet::new(name.clone(), document.kind.clone(), path, document, spec);
@@ -228,12 +237,16 @@ fn build(
 }
 
 /// A Workflow's spec laid over the spec of the WorkflowTemplate it references.
-fn merge_spec(own: raw::Spec, base: &raw::Spec) -> raw::Spec {
+fn merge_spec(
+    own: raw::Spec,
+    base: &raw::Spec,
+    base_templates: &[Arc<raw::Template>],
+) -> raw::Spec {
     let mut merged = own;
     if merged.entrypoint.as_deref().map_or(true, str::is_empty) {
         merged.entrypoint = base.entrypoint.clone();
     }
-    let mut templates = base.templates.clone();
+    let mut templates: Vec<raw::Template> = base_templates.iter().map(|t| (**t).clone()).collect();
     for template in std::mem::take(&mut merged.templates) {
         match templates.iter_mut().find(|t| t.name == template.name) {
             Some(existing) => *existing = template,
