@@ -29,8 +29,8 @@ pub struct Document {
     pub value: Arc<Value>,
     pub kind: DocKind,
     /// Built on first use by the line look-ups, so that locating thousands of tasks stays
-    /// linear in the size of the document.
-    lines: OnceLock<LineIndex>,
+    /// linear in the size of the document; shared by the document's clones.
+    lines: Arc<OnceLock<LineIndex>>,
 }
 
 /// Where each line of a document starts and ends, and on which lines each `name: X` stands.
@@ -58,8 +58,15 @@ impl Document {
             first_line,
             value: Arc::new(value),
             kind,
-            lines: OnceLock::new(),
+            lines: Arc::default(),
         }
+    }
+
+    /// Let go of the parsed value (it becomes null) once the front end has read what it needs
+    /// from it, so that the value does not stay in memory beside the model built from it. The
+    /// text and the line index stay.
+    pub(crate) fn release_value(&mut self) {
+        self.value = Arc::new(Value::Null);
     }
 
     fn index(&self) -> &LineIndex {

@@ -38,19 +38,29 @@ pub struct ParseOptions {
 /// Parse every pipeline in a file and validate its DAG.
 pub fn parse_file(path: &Path, options: &ParseOptions) -> Result<Vec<Pipeline>> {
     let documents = document::read_file(path)?;
-    parse_documents(path, &documents, options)
+    parse_owned(path, documents, options)
 }
 
 /// Parse pipelines from text, reporting errors against `path`.
 pub fn parse_str(path: &Path, text: &str, options: &ParseOptions) -> Result<Vec<Pipeline>> {
     let documents = document::split_documents(path, text)?;
-    parse_documents(path, &documents, options)
+    parse_owned(path, documents, options)
 }
 
 /// Parse already-split documents of one file.
 pub fn parse_documents(
     path: &Path,
     documents: &[Document],
+    options: &ParseOptions,
+) -> Result<Vec<Pipeline>> {
+    parse_owned(path, documents.to_vec(), options)
+}
+
+/// [`parse_documents`] of documents handed over, so that a front end may let go of their YAML
+/// values once it has read them.
+fn parse_owned(
+    path: &Path,
+    documents: Vec<Document>,
     options: &ParseOptions,
 ) -> Result<Vec<Pipeline>> {
     let has_ir = documents.iter().any(|d| d.kind == DocKind::PipelineSpec);
@@ -64,9 +74,9 @@ pub fn parse_documents(
         )
     });
     let pipelines = if has_ir {
-        kfp::parse(path, documents)?
+        kfp::parse(path, &documents)?
     } else if has_argo {
-        argo::parse(path, documents, options)?
+        argo::parse_owned(path, documents, options)?
     } else {
         let first = &documents[0];
         let kind = match &first.kind {

@@ -803,6 +803,9 @@ impl Flattener<'_, '_, '_> {
         // Tasks are expanded in dependency order but emitted in declaration order: straight
         // into `out` when the two agree (the usual case), else into `pending` and reordered.
         let in_declaration_order = order.iter().enumerate().all(|(k, &i)| k == i);
+        if in_declaration_order {
+            out.reserve(calls.len());
+        }
         let mut sinks_of: Vec<Vec<String>> = vec![Vec::new(); calls.len()];
         let mut ranges: Vec<std::ops::Range<usize>> = vec![0..0; calls.len()];
         let mut pending: Vec<Task> = Vec::new();

@@ -61,7 +61,14 @@ impl TemplateSet {
         let templates_line = document.find_line("templates:");
         let templates = std::mem::take(&mut spec.templates)
             .into_iter()
-            .map(Arc::new)
+            .map(|mut template| {
+                // Read into a vector grown by doubling; a DAG of thousands of tasks is kept for
+                // the whole flattening, so give back what it does not use.
+                if let Some(dag) = &mut template.dag {
+                    dag.tasks.shrink_to_fit();
+                }
+                Arc::new(template)
+            })
             .collect();
         TemplateSet {
             name,
@@ -87,19 +94,80 @@ impl TemplateSet {
 
 /// Turn the Argo documents of one file into pipelines.
 pub fn parse(path: &Path, documents: &[Document], options: &ParseOptions) -> Result<Vec<Pipeline>> {
+    parse_owned(path, documents.to_vec(), options)
+}
+
+/// What was read from one document's YAML value before the value was let go.
+enum Read {
+    /// Not an Argo document, or one that is not used.
+    Nothing,
+    /// A Workflow carrying a KFP v2 PipelineSpec.
+    Embedded(Result<Pipeline>),
+    Raw(Box<Result<raw::Document>>),
+}
+
+/// [`parse`] of documents the caller hands over: everything needed from the YAML values is
+/// read first (in document order, errors kept until they would have been raised), then the
+/// values are let go, so they are not held in memory while the workflows are flattened.
+pub(crate) fn parse_owned(
+    path: &Path,
+    mut documents: Vec<Document>,
+    options: &ParseOptions,
+) -> Result<Vec<Pipeline>> {
     let has_runnable = documents
         .iter()
         .any(|d| matches!(d.kind, DocKind::Workflow | DocKind::CronWorkflow));
+    let mut reads: Vec<Read> = Vec::with_capacity(documents.len());
+    let mut has_entrypoint: Vec<bool> = Vec::with_capacity(documents.len());
+    for document in &documents {
+        has_entrypoint.push(
+            document
+                .value
+                .get("spec")
+                .and_then(|s| s.get("entrypoint"))
+                .and_then(|e| e.as_str())
+                .is_some_and(|e| !e.is_empty()),
+        );
+        let read = match document.kind {
+            DocKind::Workflow => match crate::kfp::parse_embedded(path, document) {
+                Some(embedded) => Read::Embedded(embedded),
+                None => Read::Raw(Box::new(deserialize(path, document))),
+            },
+            DocKind::CronWorkflow
+            | DocKind::WorkflowTemplate
+            | DocKind::ClusterWorkflowTemplate => Read::Raw(Box::new(deserialize(path, document))),
+            _ => Read::Nothing,
+        };
+        reads.push(read);
+    }
+    for document in &mut documents {
+        document.release_value();
+    }
 
-    // Templates of this file, for `templateRef` / `workflowTemplateRef`.
+    // Templates of this file, for `templateRef` / `workflowTemplateRef`. A template document
+    // that is also a pipeline (no Workflow in the file) keeps its own copy for that.
     let mut local = Vec::new();
-    for document in documents {
+    let mut templates_as_pipelines: Vec<Option<raw::Document>> =
+        (0..documents.len()).map(|_| None).collect();
+    let mut template_names: Vec<Option<String>> = vec![None; documents.len()];
+    for (i, (document, read)) in documents.iter().zip(&mut reads).enumerate() {
         if matches!(
             document.kind,
             DocKind::WorkflowTemplate | DocKind::ClusterWorkflowTemplate
         ) {
-            let raw = deserialize(path, document)?;
+            let Read::Raw(raw) = std::mem::replace(read, Read::Nothing) else {
+                continue;
+            };
+            let raw = (*raw)?;
+            if !has_runnable && has_entrypoint.get(i).copied().unwrap_or(false) {
+                if let Some(slot) = templates_as_pipelines.get_mut(i) {
+                    *slot = Some(raw.clone());
+                }
+            }
             let name = document_name(&raw.metadata, path);
+            if let Some(slot) = template_names.get_mut(i) {
+                *slot = Some(name.clone());
+            }
             local.push(Arc::new(TemplateSet::new(
                 name,
                 document.kind.clone(),
@@ -118,14 +186,17 @@ pub fn parse(path: &Path, documents: &[Document], options: &ParseOptions) -> Res
 
     let mut pipelines = Vec::new();
     let mut template_candidates = Vec::new();
-    for document in documents {
+    for (i, (document, read)) in documents.iter().zip(reads).enumerate() {
         match document.kind {
             DocKind::Workflow => {
-                if let Some(embedded) = crate::kfp::parse_embedded(path, document) {
-                    pipelines.push(embedded?);
-                    continue;
-                }
-                let raw = deserialize(path, document)?;
+                let raw = match read {
+                    Read::Embedded(embedded) => {
+                        pipelines.push(embedded?);
+                        continue;
+                    }
+                    Read::Raw(raw) => (*raw)?,
+                    Read::Nothing => continue,
+                };
                 pipelines.push(build(
                     path,
                     document,
@@ -135,7 +206,10 @@ pub fn parse(path: &Path, documents: &[Document], options: &ParseOptions) -> Res
                 )?);
             }
             DocKind::CronWorkflow => {
-                let mut raw = deserialize(path, document)?;
+                let Read::Raw(raw) = read else {
+                    continue;
+                };
+                let mut raw = (*raw)?;
                 let mut schedules = std::mem::take(&mut raw.spec.schedules);
                 if let Some(schedule) = raw.spec.schedule.take() {
                     schedules.insert(0, schedule);
@@ -163,39 +237,42 @@ pub fn parse(path: &Path, documents: &[Document], options: &ParseOptions) -> Res
                 pipelines.push(pipeline);
             }
             DocKind::WorkflowTemplate | DocKind::ClusterWorkflowTemplate if !has_runnable => {
-                template_candidates.push(document);
+                template_candidates.push(i);
             }
             _ => {}
         }
     }
     if !has_runnable {
-        let with_entrypoint: Vec<_> = template_candidates
+        let with_entrypoint: Vec<usize> = template_candidates
             .iter()
             .copied()
-            .filter(|d| {
-                d.value
-                    .get("spec")
-                    .and_then(|s| s.get("entrypoint"))
-                    .and_then(|e| e.as_str())
-                    .is_some_and(|e| !e.is_empty())
-            })
+            .filter(|&i| has_entrypoint.get(i).copied().unwrap_or(false))
             .collect();
         if with_entrypoint.is_empty() {
-            if let Some(first) = template_candidates.first() {
-                let raw = deserialize(path, first)?;
+            if let Some(&first) = template_candidates.first() {
+                let (Some(document), Some(Some(name))) =
+                    (documents.get(first), template_names.get_mut(first))
+                else {
+                    return Ok(pipelines);
+                };
                 return Err(Error::MissingEntrypoint {
-                    at: Location::at(path, Some(first.first_line)),
-                    pipeline: document_name(&raw.metadata, path),
+                    at: Location::at(path, Some(document.first_line)),
+                    pipeline: std::mem::take(name),
                 });
             }
         }
-        for document in with_entrypoint {
+        for i in with_entrypoint {
+            let (Some(document), Some(raw)) = (
+                documents.get(i),
+                templates_as_pipelines.get_mut(i).and_then(Option::take),
+            ) else {
+                continue;
+            };
             let kind = if document.kind == DocKind::WorkflowTemplate {
                 PipelineKind::WorkflowTemplate
             } else {
                 PipelineKind::ClusterWorkflowTemplate
             };
-            let raw = deserialize(path, document)?;
             pipelines.push(build(path, document, kind, raw, &mut resolver)?);
         }
     }
@@ -412,20 +489,21 @@ fn load_library(dir: &Path) -> Arc<Library> {
         let Ok(documents) = document::read_file(&file) else {
             continue;
         };
-        for document in &documents {
+        for mut document in documents {
             if !matches!(
                 document.kind,
                 DocKind::WorkflowTemplate | DocKind::ClusterWorkflowTemplate
             ) {
                 continue;
             }
-            if let Ok(raw) = deserialize(&file, document) {
+            if let Ok(raw) = deserialize(&file, &document) {
+                document.release_value();
                 let name = document_name(&raw.metadata, &file);
                 library.sets.push(Arc::new(TemplateSet::new(
                     name,
                     document.kind.clone(),
                     &file,
-                    document,
+                    &document,
                     raw.spec,
                 )));
             }
