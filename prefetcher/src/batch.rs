@@ -35,6 +35,9 @@ use crate::sink::CacheSink;
 use crate::source::{ArtifactSource, SourceObject};
 use crate::stage::{stage_listed_object, StageOptions};
 
+/// Small objects read in one [`ArtifactSource::read_objects`] call.
+const READ_GROUP_OBJECTS: usize = 64;
+
 /// How [`stage_prefix`] and [`stage_objects`] stage many objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrefixOptions {
@@ -353,21 +356,36 @@ impl<S: CacheSink + ?Sized + 'static> Run<'_, S> {
                 _ => stale.push(object),
             }
         }
-        futures::stream::iter(stale)
-            .map(|object| async move {
-                let data = self
-                    .source
-                    .read_range(&object.uri, 0..object.size, Some(&object.version))
-                    .await?;
-                Ok::<_, Error>(BatchObject {
-                    uri: object.uri,
-                    version: object.version,
-                    data,
-                })
+        // Groups of reads: a source reads a group of local files in one blocking call (and
+        // the objects of a group concurrently otherwise).
+        let groups: Vec<Vec<SourceObject>> = stale
+            .chunks(READ_GROUP_OBJECTS)
+            .map(<[SourceObject]>::to_vec)
+            .collect();
+        let read: Vec<Vec<BatchObject>> = futures::stream::iter(groups)
+            .map(|group| async move {
+                let data = self.source.read_objects(&group).await?;
+                Ok::<_, Error>(
+                    group
+                        .into_iter()
+                        .zip(data)
+                        .map(|(object, data)| BatchObject {
+                            uri: object.uri,
+                            version: object.version,
+                            data,
+                        })
+                        .collect::<Vec<_>>(),
+                )
             })
-            .buffer_unordered(self.options.small_read_concurrency.max(1))
+            .buffer_unordered(
+                self.options
+                    .small_read_concurrency
+                    .div_ceil(READ_GROUP_OBJECTS)
+                    .max(2),
+            )
             .try_collect()
-            .await
+            .await?;
+        Ok(read.into_iter().flatten().collect())
     }
 }
 

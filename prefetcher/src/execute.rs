@@ -41,7 +41,7 @@ use crate::batch::{stage_objects, PrefixOptions, StageObserver};
 use crate::error::{Error, Result};
 use crate::layout::ObjectCache;
 use crate::lease;
-use crate::manifest::{Manifest, SourceVersion};
+use crate::manifest::SourceVersion;
 use crate::plan::{resident_at, ItemStatus, Plan, PlanItem};
 use crate::policy::{choose_victims, Resident, Victims};
 use crate::sink::CacheSink;
@@ -551,7 +551,7 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
         let item = &work.item;
         let bytes = work.object.size;
         match self.cache.stat(&uri).await {
-            Ok(Some(manifest)) if is_current(&manifest, &work.object.version) => {
+            Ok(Some(manifest)) if manifest.matches(&work.object) => {
                 self.emit(Event::Hit {
                     uri: uri.clone(),
                     item: item.uri.clone(),
@@ -856,16 +856,6 @@ impl StageObserver for GroupObserver {
 enum Admission {
     NoRoom(u64),
     Failed(Error),
-}
-
-/// Whether a cached manifest holds the source's current version.
-pub fn is_current(manifest: &Manifest, version: &SourceVersion) -> bool {
-    manifest.size == version.size
-        && match (&manifest.version.etag, &version.etag) {
-            (Some(a), Some(b)) => a == b,
-            (None, None) => manifest.version.last_modified == version.last_modified,
-            _ => false,
-        }
 }
 
 /// The source an URI is read from: `scheme://authority`.
