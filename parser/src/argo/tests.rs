@@ -948,3 +948,30 @@ fn templates_nested_wide_and_deep_stop_expanding() {
     let err = fail(&workflow(&templates));
     assert!(err.to_string().contains("expands to more than"), "{err}");
 }
+
+// The front end lets go of the YAML values of documents handed over to it; documents only lent
+// to it (`parse_documents`) must keep theirs, and both paths must build the same pipelines.
+#[test]
+fn lent_documents_keep_their_values_and_parse_like_owned_ones() {
+    let text = format!(
+        "{LIBRARY}---\n{}",
+        workflow("  - name: main\n    steps:\n    - - name: say\n        template: echo\n")
+    );
+    let path = Path::new("test.yaml");
+    let documents = crate::document::split_documents(path, &text).expect("valid YAML");
+    let lent = crate::parse_documents(path, &documents, &ParseOptions::default()).expect("valid");
+    assert!(documents.iter().all(|d| !d.value.is_null()));
+    assert_eq!(lent, parse(&text));
+}
+
+// A template-only file whose templates have no entrypoint names the first template, read
+// before the values were let go.
+#[test]
+fn a_template_file_without_entrypoint_names_its_first_template() {
+    let none = LIBRARY.replace("  entrypoint: pipeline\n", "");
+    let Error::MissingEntrypoint { pipeline, at } = fail(&none) else {
+        panic!("expected a missing entrypoint")
+    };
+    assert_eq!(pipeline, "lib");
+    assert_eq!(at.line, Some(1));
+}
