@@ -26,9 +26,7 @@ use clap::{Args, ValueEnum};
 use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
 use kfcache_parser::{Dag, Pipeline};
 use kfcache_predictor::{anchor, EstimatorConfig, Prediction};
-use kfcache_prefetcher::execute::{
-    Event, ExecuteConfig, Executor, PlanClock, RetryPolicy, Summary,
-};
+use kfcache_prefetcher::execute::{Event, ExecuteConfig, Executor, PlanClock, RetryPolicy};
 use kfcache_prefetcher::plan::{
     plan, CachedEntry, ItemStatus, Plan, PlanConfig, PlanInput, PlanTask, TaskState,
 };
@@ -594,7 +592,7 @@ async fn prefetch_pipeline(
                 metrics.set_queue_depth(0);
                 metrics.set_cache_bytes(executor.used_bytes());
             }
-            total = add(total, summary);
+            total.absorb(summary);
         }
     }
     reporter.finish(&total);
@@ -677,24 +675,6 @@ async fn record(store: &Store, transfers: &Mutex<Vec<TransferRecord>>) -> Result
         .record_transfers(&batch)
         .await
         .context("cannot record the transfers")
-}
-
-fn add(mut a: Summary, b: Summary) -> Summary {
-    a.objects_staged += b.objects_staged;
-    a.bytes_staged += b.bytes_staged;
-    a.hits += b.hits;
-    a.hit_bytes += b.hit_bytes;
-    a.evictions += b.evictions;
-    a.evicted_bytes += b.evicted_bytes;
-    a.deadline_misses += b.deadline_misses;
-    a.retries += b.retries;
-    a.no_room += b.no_room;
-    a.waiting += b.waiting;
-    a.failed += b.failed;
-    a.seconds += b.seconds;
-    a.peak_bytes = a.peak_bytes.max(b.peak_bytes);
-    a.deferred = b.deferred;
-    a
 }
 
 /// The `--dry-run` table.

@@ -26,12 +26,9 @@
 //! and the database listen to them).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::Serialize;
@@ -41,12 +38,11 @@ use crate::batch::{stage_objects, PrefixOptions, StageObserver};
 use crate::error::{Error, Result};
 use crate::layout::ObjectCache;
 use crate::lease;
-use crate::manifest::SourceVersion;
 use crate::plan::{resident_at, ItemStatus, Plan, PlanItem};
 use crate::policy::{choose_victims, Resident, Victims};
 use crate::sink::CacheSink;
 use crate::source::{ArtifactSource, SourceObject};
-use crate::stage::{stage_object, StageOptions};
+use crate::stage::{stage_listed_object, stage_object_observed, StageOptions};
 
 /// Exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -202,6 +198,27 @@ pub struct Summary {
     pub peak_bytes: u64,
     /// URIs that were not staged (no room or failed), for a later run.
     pub deferred: Vec<String>,
+}
+
+impl Summary {
+    /// Adds a later execution's totals (a re-plan of `--follow`): counts add up, the peak is
+    /// the higher one, and what is deferred is what the later execution left.
+    pub fn absorb(&mut self, later: Summary) {
+        self.objects_staged += later.objects_staged;
+        self.bytes_staged += later.bytes_staged;
+        self.hits += later.hits;
+        self.hit_bytes += later.hit_bytes;
+        self.evictions += later.evictions;
+        self.evicted_bytes += later.evicted_bytes;
+        self.deadline_misses += later.deadline_misses;
+        self.retries += later.retries;
+        self.no_room += later.no_room;
+        self.waiting += later.waiting;
+        self.failed += later.failed;
+        self.seconds += later.seconds;
+        self.peak_bytes = self.peak_bytes.max(later.peak_bytes);
+        self.deferred = later.deferred;
+    }
 }
 
 /// The plan's clock: seconds since the run's start.
@@ -594,20 +611,32 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
             deadline_s: item.deadline_s,
         });
         let started = Instant::now();
-        let observed = Observed {
-            inner: self.source.clone(),
-            events: self.events.clone().into(),
-            uri: uri.clone(),
-            size: bytes,
-            done: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        };
+        let progress = Progress::new(self.events.clone(), &uri, bytes);
+        let on_bytes = |n: u64| progress.add(n);
         let result = self
             .with_retries(&uri, || async {
-                observed.done.store(0, std::sync::atomic::Ordering::Relaxed);
-                match stage_object(&observed, &self.cache, &uri, self.config.stage).await {
-                    // The source changed between head and copy: stage the new version now.
+                progress.reset();
+                // The object was headed when it was admitted: no second `head`.
+                match stage_listed_object(
+                    self.source.as_ref(),
+                    &self.cache,
+                    &work.object,
+                    self.config.stage,
+                    &on_bytes,
+                )
+                .await
+                {
+                    // The source changed since: stage its new version now.
                     Err(Error::SourceChanged { .. }) => {
-                        stage_object(&observed, &self.cache, &uri, self.config.stage).await
+                        progress.reset();
+                        stage_object_observed(
+                            self.source.as_ref(),
+                            &self.cache,
+                            &uri,
+                            self.config.stage,
+                            &on_bytes,
+                        )
+                        .await
                     }
                     other => other,
                 }
@@ -754,18 +783,14 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
             deadline_s: item.deadline_s,
         });
         let started = Instant::now();
-        let observer = GroupObserver {
-            events: self.events.clone().into(),
-            uri: item.uri.clone(),
-            bytes: total,
-            done: std::sync::atomic::AtomicU64::new(0),
-        };
+        let observer = Progress::new(self.events.clone(), &item.uri, total);
         let options = PrefixOptions {
             large: self.config.stage,
             ..PrefixOptions::default()
         };
         let result = self
             .with_retries(&item.uri, || {
+                observer.reset();
                 stage_objects(
                     self.source.as_ref(),
                     &self.cache,
@@ -831,25 +856,46 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
     }
 }
 
-/// Reports a directory's progress as [`Event::Progress`] of the directory.
-struct GroupObserver {
-    events: EventSinkWrapper,
+/// Bytes of one staging (an object, or a directory's objects together) stored so far,
+/// reported as [`Event::Progress`].
+struct Progress {
+    events: EventSink,
     uri: String,
     bytes: u64,
     done: std::sync::atomic::AtomicU64,
 }
 
-impl StageObserver for GroupObserver {
-    fn on_bytes(&self, bytes: u64) {
+impl Progress {
+    fn new(events: EventSink, uri: &str, bytes: u64) -> Self {
+        Progress {
+            events,
+            uri: uri.to_string(),
+            bytes,
+            done: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A retry starts the count again.
+    fn reset(&self) {
+        self.done.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn add(&self, bytes: u64) {
         let done = self
             .done
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed)
             + bytes;
-        (self.events.0)(Event::Progress {
+        (self.events)(Event::Progress {
             uri: self.uri.clone(),
             done,
             bytes: self.bytes,
         });
+    }
+}
+
+impl StageObserver for Progress {
+    fn on_bytes(&self, bytes: u64) {
+        self.add(bytes);
     }
 }
 
@@ -865,62 +911,6 @@ fn source_key(uri: &str) -> String {
             format!("{scheme}://{}", rest.split('/').next().unwrap_or_default())
         }
         None => uri.to_string(),
-    }
-}
-
-/// A source that reports the bytes read of one object as [`Event::Progress`].
-#[derive(Debug)]
-struct Observed {
-    inner: Arc<dyn ArtifactSource>,
-    events: EventSinkWrapper,
-    uri: String,
-    size: u64,
-    done: Arc<std::sync::atomic::AtomicU64>,
-}
-
-/// [`EventSink`] with a `Debug` form.
-#[derive(Clone)]
-struct EventSinkWrapper(EventSink);
-
-impl std::fmt::Debug for EventSinkWrapper {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EventSink")
-    }
-}
-
-impl From<EventSink> for EventSinkWrapper {
-    fn from(sink: EventSink) -> Self {
-        EventSinkWrapper(sink)
-    }
-}
-
-#[async_trait]
-impl ArtifactSource for Observed {
-    async fn head(&self, uri: &str) -> Result<SourceObject> {
-        self.inner.head(uri).await
-    }
-
-    async fn read_range(
-        &self,
-        uri: &str,
-        range: Range<u64>,
-        version: Option<&SourceVersion>,
-    ) -> Result<Bytes> {
-        let data = self.inner.read_range(uri, range, version).await?;
-        let done = self
-            .done
-            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed)
-            + data.len() as u64;
-        (self.events.0)(Event::Progress {
-            uri: self.uri.clone(),
-            done,
-            bytes: self.size,
-        });
-        Ok(data)
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<SourceObject>> {
-        self.inner.list(prefix).await
     }
 }
 

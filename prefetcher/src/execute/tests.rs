@@ -1,13 +1,18 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use object_store::memory::InMemory;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 
+use async_trait::async_trait;
+use bytes::Bytes;
+
 use super::*;
+use crate::manifest::SourceVersion;
 use crate::plan::{plan, CachedEntry, PlanConfig, PlanInput, PlanTask, TaskState};
 use crate::{LayoutConfig, MemorySink, ObjectStoreSource, Space};
 
