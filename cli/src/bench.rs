@@ -29,6 +29,9 @@ pub enum BenchCommand {
     /// oracle prefetcher (Belady's rule on the actual start times), on generated pipelines in
     /// a simulated clock.
     Eviction(crate::bench_eviction::EvictionBenchArgs),
+    /// Start/end detection error and idle CPU of `kfcache sidecar watch`, on worker processes
+    /// spawned at known instants.
+    Monitor(crate::bench_monitor::MonitorBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +52,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Predict(args) => crate::bench_predict::run(args),
         BenchCommand::Stage(args) => crate::bench_stage::run(args).await,
         BenchCommand::Eviction(args) => crate::bench_eviction::run(args),
+        BenchCommand::Monitor(args) => crate::bench_monitor::run(args).await,
     }
 }
 

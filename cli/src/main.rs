@@ -7,11 +7,15 @@
 mod analyze;
 mod bench;
 mod bench_eviction;
+mod bench_monitor;
 mod bench_predict;
 mod bench_stage;
 mod cache;
 mod config;
+mod cron;
 mod history;
+mod inject;
+mod nodes;
 mod predict;
 mod prefetch;
 mod prefetch_gantt;
@@ -19,6 +23,7 @@ mod prefetch_metrics;
 mod prefetch_view;
 mod render;
 mod settings;
+mod sidecar;
 
 use std::process::ExitCode;
 
@@ -50,6 +55,14 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Stage each GPU task's inputs into the cache before its predicted start, within a budget.
     Prefetch(prefetch::PrefetchArgs),
+    /// Run inside a pipeline pod: materialise inputs (init) or watch the task (watch).
+    Sidecar(sidecar::SidecarArgs),
+    /// Add kfcache's init container and sidecar to the GPU tasks of a workflow.
+    Inject(inject::InjectArgs),
+    /// Batch prefetch for scheduled pipelines: stage what starts within a window.
+    Cron(cron::CronArgs),
+    /// Rank the cluster's nodes for a new GPU task (free GPU memory, deadline float time).
+    Nodes(nodes::NodesArgs),
 }
 
 /// An error that is the input's fault: exit code 2.
@@ -78,6 +91,10 @@ fn main() -> ExitCode {
             Command::History(args) => history::run(&cli.global, args).await,
             Command::Predict(args) => predict::run(&cli.global, args).await,
             Command::Prefetch(args) => prefetch::run(&cli.global, args).await,
+            Command::Sidecar(args) => sidecar::run(&cli.global, args).await,
+            Command::Inject(args) => inject::run(&cli.global, args).await,
+            Command::Cron(args) => cron::run(&cli.global, args).await,
+            Command::Nodes(args) => nodes::run(&cli.global, args).await,
         }
     });
     match result {
