@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use kfcache_parser::Pipeline;
-use kfcache_schema::{RunObservation, TaskObservation};
+use kfcache_schema::{ObservationSource, RunObservation, TaskObservation};
 
 /// What one run says about one task.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +76,9 @@ impl PipelineHistory {
             }
             for (i, task) in pipeline.tasks.iter().enumerate() {
                 if let Some(observations) = per_task.get(&i) {
-                    tasks[i].push(TaskSample::Ran(ran_sample(run, observations)));
+                    let merged = prefer_sidecar(observations);
+                    let merged: Vec<&TaskObservation> = merged.iter().collect();
+                    tasks[i].push(TaskSample::Ran(ran_sample(run, &merged)));
                 } else if skipped_keys.iter().any(|k| {
                     task.id == *k
                         || task.id.starts_with(&format!("{k}."))
@@ -142,6 +144,45 @@ impl<'a> Matcher<'a> {
             _ => None,
         }
     }
+}
+
+/// One observation per attempt: where the sidecar reported an attempt that Argo's status also
+/// has, the sidecar's start, end and phase win (they are when the work really ran, without the
+/// pod's scheduling, image pull and artifact loading), and Argo's parameters, artifacts and
+/// template fill what the sidecar did not see.
+fn prefer_sidecar(observations: &[&TaskObservation]) -> Vec<TaskObservation> {
+    let sidecar: HashMap<(&str, u32), &TaskObservation> = observations
+        .iter()
+        .filter(|o| o.source == ObservationSource::Sidecar)
+        .map(|o| ((o.instance.as_str(), o.attempt), *o))
+        .collect();
+    let mut merged = Vec::with_capacity(observations.len());
+    for obs in observations {
+        let twin = sidecar.get(&(obs.instance.as_str(), obs.attempt));
+        match (obs.source, twin) {
+            (ObservationSource::Argo, Some(seen)) => {
+                let mut both = (*obs).clone();
+                both.started_at = seen.started_at.or(obs.started_at);
+                both.finished_at = seen.finished_at.or(obs.finished_at);
+                both.phase = seen.phase.clone().or(both.phase);
+                both.input_bytes = seen.input_bytes.or(obs.input_bytes);
+                both.source = ObservationSource::Sidecar;
+                merged.push(both);
+            }
+            (ObservationSource::Sidecar, _) => {
+                let has_argo_twin = observations.iter().any(|o| {
+                    o.source == ObservationSource::Argo
+                        && o.instance == obs.instance
+                        && o.attempt == obs.attempt
+                });
+                if !has_argo_twin {
+                    merged.push((*obs).clone());
+                }
+            }
+            (ObservationSource::Argo, None) => merged.push((*obs).clone()),
+        }
+    }
+    merged
 }
 
 fn ran_sample(run: &RunObservation, observations: &[&TaskObservation]) -> RanSample {

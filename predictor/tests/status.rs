@@ -233,3 +233,62 @@ fn bad_status_files_get_located_errors() {
     assert!(matches!(err, Error::Syntax { line: Some(_), .. }), "{text}");
     assert!(text.contains("truncated.json:"), "{text}");
 }
+
+#[test]
+fn sidecar_times_replace_argo_pod_times_of_the_same_attempt() {
+    use kfcache_schema::ObservationSource;
+    let dir = workspace().join("fixtures/status");
+    let mut runs = read_status_file(&dir.join("gpu-training-pipeline-x7k2p.yaml")).expect("yaml");
+    let pipeline = parse_file(
+        &workspace().join("fixtures/argo/gpu-training-pipeline.yaml"),
+        &ParseOptions::default(),
+    )
+    .expect("parses")
+    .remove(0);
+    let index = |id: &str| {
+        pipeline
+            .tasks
+            .iter()
+            .position(|t| t.id == id)
+            .expect("task")
+    };
+    let stats = index("compute-statistics");
+    let sample = |history: &PipelineHistory| match &history.tasks[stats][0] {
+        TaskSample::Ran(sample) => sample.clone(),
+        TaskSample::Skipped => panic!("compute-statistics ran"),
+    };
+    let argo_only = sample(&PipelineHistory::build(&pipeline, &runs));
+
+    // The sidecar saw the work start 10 s after the pod and end 5 s before Argo marked it done.
+    let pod = runs[0]
+        .tasks
+        .iter()
+        .find(|t| t.task_key == "compute-statistics")
+        .expect("observed")
+        .clone();
+    let mut seen = pod.clone();
+    seen.source = ObservationSource::Sidecar;
+    seen.started_at = pod.started_at.map(|t| t + chrono::Duration::seconds(10));
+    seen.finished_at = pod.finished_at.map(|t| t - chrono::Duration::seconds(5));
+    seen.artifacts.clear();
+    runs[0].tasks.push(seen);
+    let with_sidecar = sample(&PipelineHistory::build(&pipeline, &runs));
+
+    assert_eq!(
+        with_sidecar.attempts, argo_only.attempts,
+        "one attempt, not two"
+    );
+    assert_eq!(
+        with_sidecar.instance_durations,
+        vec![argo_only.instance_durations[0] - 15.0],
+        "the sidecar's duration wins"
+    );
+    assert_eq!(
+        with_sidecar.output_bytes, argo_only.output_bytes,
+        "Argo's artifact sizes stay"
+    );
+    assert_eq!(
+        with_sidecar.start_offset_s.map(|s| s - 10.0),
+        argo_only.start_offset_s
+    );
+}
