@@ -192,8 +192,9 @@ impl Store {
         Ok(summary)
     }
 
-    /// Record one task observation (the sidecar's report) against the run called `run_name`,
-    /// creating the run if it is not known yet. Replaces an earlier report of the same attempt.
+    /// Record one task observation (the sidecar's report) against the run called `run_name`
+    /// (in `namespace`; without one, the only run of that name), creating the run if it is
+    /// not known yet. Replaces an earlier report of the same attempt.
     pub async fn record_task_observation(
         &self,
         run_name: &str,
@@ -202,7 +203,21 @@ impl Store {
         task: &TaskObservation,
     ) -> Result<()> {
         let mut tx = self.write().await?;
-        let existing = find_run(&mut tx, run_name, namespace).await?;
+        let existing = match namespace {
+            Some(_) => find_run(&mut tx, run_name, namespace).await?,
+            // A report that does not know its namespace belongs to the one run of that name.
+            None => {
+                let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM run WHERE name = ?1")
+                    .bind(run_name)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .context("looking up a run by name")?;
+                match ids.as_slice() {
+                    [id] => Some(*id),
+                    _ => find_run(&mut tx, run_name, None).await?,
+                }
+            }
+        };
         let run_id = match existing {
             Some(id) => id,
             None => {
