@@ -178,6 +178,56 @@ impl Cache {
             .map_err(|error| protocol_error(&address, "put-if-absent", error))
     }
 
+    /// Stores `new` under `key` only while its value equals `expected` (byte for byte); true
+    /// if it was replaced. One atomic operation on the key's primary node: of two callers that
+    /// read the same old value, at most one replaces it (compare-and-set).
+    pub async fn replace_if_equals(
+        &self,
+        key: &str,
+        expected: impl Into<Bytes>,
+        new: impl Into<Bytes>,
+    ) -> Result<bool> {
+        let (expected, new) = (expected.into(), new.into());
+        Self::check_len("value", expected.len())?;
+        Self::check_len("value", new.len())?;
+        let mut head = self.header(10 + key.len());
+        protocol::put_string(&mut head, key);
+        protocol::put_byte_array_header(&mut head, expected.len());
+        let mut middle = BytesMut::with_capacity(5);
+        protocol::put_byte_array_header(&mut middle, new.len());
+        let (body, address) = self
+            .keyed(
+                protocol::OP_CACHE_REPLACE_IF_EQUALS,
+                "replace-if-equals",
+                key,
+                vec![head.freeze(), expected, middle.freeze(), new],
+            )
+            .await?;
+        Decoder::new(body)
+            .bool("replace-if-equals result")
+            .map_err(|error| protocol_error(&address, "replace-if-equals", error))
+    }
+
+    /// Removes `key` only while its value equals `expected`; true if it was removed.
+    pub async fn remove_if_equals(&self, key: &str, expected: impl Into<Bytes>) -> Result<bool> {
+        let expected = expected.into();
+        Self::check_len("value", expected.len())?;
+        let mut head = self.header(10 + key.len());
+        protocol::put_string(&mut head, key);
+        protocol::put_byte_array_header(&mut head, expected.len());
+        let (body, address) = self
+            .keyed(
+                protocol::OP_CACHE_REMOVE_IF_EQUALS,
+                "remove-if-equals",
+                key,
+                vec![head.freeze(), expected],
+            )
+            .await?;
+        Decoder::new(body)
+            .bool("remove-if-equals result")
+            .map_err(|error| protocol_error(&address, "remove-if-equals", error))
+    }
+
     /// True if `key` has a value.
     pub async fn contains_key(&self, key: &str) -> Result<bool> {
         let (body, address) = self

@@ -24,9 +24,13 @@ pub const OP_CACHE_PUT: i16 = 1001;
 pub const OP_CACHE_PUT_IF_ABSENT: i16 = 1002;
 pub const OP_CACHE_GET_ALL: i16 = 1003;
 pub const OP_CACHE_PUT_ALL: i16 = 1004;
+/// `key, expected, new` → bool: stores `new` only while the value equals `expected`.
+pub const OP_CACHE_REPLACE_IF_EQUALS: i16 = 1010;
 pub const OP_CACHE_CONTAINS_KEY: i16 = 1011;
 pub const OP_CACHE_CLEAR: i16 = 1013;
 pub const OP_CACHE_REMOVE_KEY: i16 = 1016;
+/// `key, expected` → bool: removes the entry only while its value equals `expected`.
+pub const OP_CACHE_REMOVE_IF_EQUALS: i16 = 1017;
 pub const OP_CACHE_REMOVE_KEYS: i16 = 1018;
 pub const OP_CACHE_REMOVE_ALL: i16 = 1019;
 pub const OP_CACHE_GET_SIZE: i16 = 1020;

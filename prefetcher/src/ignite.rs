@@ -5,6 +5,12 @@
 //! through `getOrCreate` with a configuration, and with FULL_SYNC writes: a put returns only
 //! when the backups have the value too, so a manifest never outlives the chunks it names when
 //! a primary node fails right after a write.
+//!
+//! The conditional writes map to Ignite's own atomic operations (`putIfAbsent`,
+//! `replace(key, old, new)`, `remove(key, old)`; byte arrays compare by content). After a
+//! lost connection the client retries on another node, so a write that landed before the
+//! reply was lost answers `false` the second time: callers that need to know (the lock) read
+//! the key back and recognise their own value.
 
 use std::collections::HashMap;
 
@@ -162,5 +168,32 @@ impl CacheSink for IgniteSink {
         keys.retain(|key| key.starts_with(prefix));
         keys.sort();
         Ok(keys)
+    }
+
+    async fn put_if_absent(&self, space: Space, key: &str, value: Bytes) -> Result<bool> {
+        self.cache(space)
+            .put_if_absent(key, value)
+            .await
+            .map_err(|e| Error::sink("put-if-absent", Some(key), e))
+    }
+
+    async fn replace_if_equals(
+        &self,
+        space: Space,
+        key: &str,
+        expected: Bytes,
+        new: Bytes,
+    ) -> Result<bool> {
+        self.cache(space)
+            .replace_if_equals(key, expected, new)
+            .await
+            .map_err(|e| Error::sink("replace-if-equals", Some(key), e))
+    }
+
+    async fn remove_if_equals(&self, space: Space, key: &str, expected: Bytes) -> Result<bool> {
+        self.cache(space)
+            .remove_if_equals(key, expected)
+            .await
+            .map_err(|e| Error::sink("remove-if-equals", Some(key), e))
     }
 }

@@ -21,6 +21,7 @@ pub mod execute;
 mod ignite;
 mod layout;
 pub mod lease;
+pub mod lock;
 mod manifest;
 mod memory;
 pub mod plan;

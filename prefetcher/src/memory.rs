@@ -1,7 +1,8 @@
 //! An in-memory [`CacheSink`] for unit tests and dry runs: two ordered maps behind a mutex.
 //!
 //! The mutex is a `std` one held only for map operations that never await, so it cannot block
-//! the runtime for longer than a copy of the keys involved.
+//! the runtime for longer than a copy of the keys involved. Holding it across a compare and
+//! its write makes the conditional writes atomic, as the trait requires.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -95,6 +96,44 @@ impl CacheSink for MemorySink {
                 .take_while(|(key, _)| key.starts_with(prefix))
                 .map(|(key, _)| key.clone())
                 .collect()
+        }))
+    }
+
+    async fn put_if_absent(&self, space: Space, key: &str, value: Bytes) -> Result<bool> {
+        Ok(self.with(space, |map| {
+            if map.contains_key(key) {
+                false
+            } else {
+                map.insert(key.to_string(), value);
+                true
+            }
+        }))
+    }
+
+    async fn replace_if_equals(
+        &self,
+        space: Space,
+        key: &str,
+        expected: Bytes,
+        new: Bytes,
+    ) -> Result<bool> {
+        Ok(self.with(space, |map| match map.get_mut(key) {
+            Some(current) if *current == expected => {
+                *current = new;
+                true
+            }
+            _ => false,
+        }))
+    }
+
+    async fn remove_if_equals(&self, space: Space, key: &str, expected: Bytes) -> Result<bool> {
+        Ok(self.with(space, |map| {
+            if map.get(key) == Some(&expected) {
+                map.remove(key);
+                true
+            } else {
+                false
+            }
         }))
     }
 }

@@ -11,6 +11,12 @@
 //! Two spaces because listing is needed only for metadata: Ignite's thin-client scan sends
 //! values along with keys, so listing a space that held the chunks would read every cached
 //! byte. Listing [`Space::Meta`] reads only manifests and write records.
+//!
+//! Three conditional writes ([`CacheSink::put_if_absent`], [`CacheSink::replace_if_equals`],
+//! [`CacheSink::remove_if_equals`]) are atomic per key: they are what the cluster-wide lock
+//! ([`crate::lock`]) is built on. They have default bodies that refuse (a sink that cannot
+//! compare and set atomically must not pretend to), so wrappers written for tests need not
+//! forward them.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -18,7 +24,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Which of a sink's two key spaces an operation addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,4 +60,38 @@ pub trait CacheSink: Send + Sync + Debug {
     /// Every key of the space that starts with `prefix`. Meant for [`Space::Meta`]; on
     /// [`Space::Chunks`] it may be slow (it may read every value).
     async fn keys_with_prefix(&self, space: Space, prefix: &str) -> Result<Vec<String>>;
+
+    /// Stores `value` only if `key` has no value; true if it was stored. Atomic: of two
+    /// callers, at most one stores.
+    async fn put_if_absent(&self, space: Space, key: &str, value: Bytes) -> Result<bool> {
+        let _ = (space, value);
+        Err(unsupported(self, "put-if-absent", key))
+    }
+
+    /// Replaces the value under `key` with `new` only while it equals `expected` byte for
+    /// byte; true if it was replaced. Atomic (compare-and-set): of two callers that read the
+    /// same value, at most one replaces it.
+    async fn replace_if_equals(
+        &self,
+        space: Space,
+        key: &str,
+        expected: Bytes,
+        new: Bytes,
+    ) -> Result<bool> {
+        let _ = (space, expected, new);
+        Err(unsupported(self, "replace-if-equals", key))
+    }
+
+    /// Removes `key` only while its value equals `expected`; true if it was removed. Atomic.
+    async fn remove_if_equals(&self, space: Space, key: &str, expected: Bytes) -> Result<bool> {
+        let _ = (space, expected);
+        Err(unsupported(self, "remove-if-equals", key))
+    }
+}
+
+fn unsupported<S: CacheSink + ?Sized>(sink: &S, op: &str, key: &str) -> Error {
+    Error::Config(format!(
+        "{} cannot {op} atomically (key {key:?})",
+        sink.describe()
+    ))
 }
