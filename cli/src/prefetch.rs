@@ -13,6 +13,8 @@
 //! 4. `--follow` keeps going: it re-plans every `--poll` seconds from the run's actual task
 //!    events in the history store (a task that started early brings its inputs to the front)
 //!    and stages what became needed or fits now, until every GPU task of the run has started.
+//!    Each round first drains the events the sidecars published to the cache into the history,
+//!    so a task that the sidecar saw start counts as started.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -100,6 +102,11 @@ pub struct PrefetchArgs {
     /// Start at the CronWorkflow's next fire time, in its timezone.
     #[arg(long)]
     pub next_run: bool,
+
+    /// Stage only the inputs of tasks predicted to start before this time (RFC 3339); later
+    /// readers still count when room is made. `kfcache cron` stages its window this way.
+    #[arg(long, value_name = "TIME", conflicts_with = "follow", value_parser = parse_time)]
+    pub starting_before: Option<DateTime<Utc>>,
 
     /// Objects staged at once per Ignite node.
     #[arg(long, value_name = "N", default_value_t = 4)]
@@ -432,6 +439,10 @@ async fn prefetch_pipeline(
     let sizes = probe_unknown_sizes(store, source.as_ref(), &tasks).await;
     fill_sizes(&mut tasks, &sizes);
     let mut current = Arc::new(plan(&tasks, &cached, &config));
+    if let Some(before) = args.starting_before {
+        let horizon_s = (before - anchor).num_milliseconds() as f64 / 1000.0;
+        current = Arc::new(starting_before(&current, horizon_s));
+    }
 
     if let Some(out) = &args.gantt {
         let svg = plan_svg(&pipeline.name, &current, &tasks)?;
@@ -543,7 +554,20 @@ async fn prefetch_pipeline(
 
     if args.follow {
         let mut done: HashSet<String> = HashSet::new();
+        let events =
+            kfcache_sidecar::EventLog::new(cache.sink().clone(), cache.config().namespace.clone());
         loop {
+            // The sidecars' reports of tasks that started and ended become the run's state.
+            match kfcache_sidecar::drain::drain(&events, store).await {
+                Ok(drained) if drained.observations > 0 => reporter.message(&format!(
+                    "recorded {} task run(s) the sidecars reported",
+                    drained.observations
+                )),
+                Ok(_) => {}
+                Err(error) => {
+                    reporter.message(&format!("cannot drain the sidecars' events: {error}"))
+                }
+            }
             if let Some(name) = &args.run {
                 run = run_state(store, &pipeline, name).await?;
             }
@@ -675,6 +699,23 @@ async fn record(store: &Store, transfers: &Mutex<Vec<TransferRecord>>) -> Result
         .record_transfers(&batch)
         .await
         .context("cannot record the transfers")
+}
+
+/// `--starting-before`: the plan without the items whose first reader starts after
+/// `horizon_s` (they stay in `readers`, so evictions still see those readers).
+fn starting_before(plan: &Plan, horizon_s: f64) -> Plan {
+    let mut within = plan.clone();
+    within
+        .items
+        .retain(|i| !i.status.stages() || i.deadline_s + plan.config.margin_s <= horizon_s);
+    let later = plan.items.len() - within.items.len();
+    if later > 0 {
+        within.notes.push(format!(
+            "{later} item(s) read only after {} left for a later prefetch",
+            duration(horizon_s)
+        ));
+    }
+    within
 }
 
 /// The `--dry-run` table.
