@@ -4,6 +4,9 @@
 //!
 //! Every file is read and checked before the database is touched, and all runs are stored in
 //! one transaction, so a bad file (exit code 2, with its path and line) imports nothing.
+//!
+//! `kfcache history drain` records what the sidecars reported through the cache (see
+//! kfcache-sidecar's `events`): the real start and end of each task's work.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,6 +29,15 @@ pub enum HistoryCommand {
     /// Import Argo Workflow objects with their status (YAML or JSON, one object, several
     /// documents, a WorkflowList or a JSON array).
     Import(ImportArgs),
+    /// Record the task events the sidecars published to the cache (real start and end of
+    /// the work, bytes read and written) and remove them from the cache.
+    Drain(DrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    pub connection: crate::config::ConnectionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -47,7 +59,36 @@ pub struct InvalidStatus(#[from] pub kfcache_predictor::Error);
 pub async fn run(global: &GlobalArgs, args: HistoryArgs) -> Result<()> {
     match args.command {
         HistoryCommand::Import(args) => import(global, args).await,
+        HistoryCommand::Drain(args) => drain(global, args).await,
     }
+}
+
+/// Drains the sidecars' events from the cache of `connection` into the history in `store`;
+/// `kfcache history drain`, `prefetch --follow` and `cron` share it.
+pub async fn drain_events(
+    connection: &crate::config::ConnectionArgs,
+    store: &Store,
+) -> Result<kfcache_sidecar::drain::DrainSummary> {
+    let settings = connection.resolve()?;
+    let cache = crate::cache::open_cache(&settings).await?;
+    let log =
+        kfcache_sidecar::EventLog::new(cache.sink().clone(), cache.config().namespace.clone());
+    kfcache_sidecar::drain::drain(&log, store)
+        .await
+        .context("cannot drain the sidecars' events")
+}
+
+async fn drain(global: &GlobalArgs, args: DrainArgs) -> Result<()> {
+    let db = global.db_path()?;
+    let store = Store::open(&db)
+        .await
+        .with_context(|| format!("cannot open the database {}", db.display()))?;
+    let summary = drain_events(&args.connection, &store).await?;
+    println!(
+        "drained {} events: {} task runs recorded, {} still running, {} unreadable removed",
+        summary.events, summary.observations, summary.running, summary.bad
+    );
+    Ok(())
 }
 
 async fn import(global: &GlobalArgs, args: ImportArgs) -> Result<()> {

@@ -160,6 +160,10 @@ fn prefer_sidecar(observations: &[&TaskObservation]) -> Vec<TaskObservation> {
     for obs in observations {
         let twin = sidecar.get(&(obs.instance.as_str(), obs.attempt));
         match (obs.source, twin) {
+            // A sidecar report of work still running says less than Argo's finished one.
+            (ObservationSource::Argo, Some(seen)) if seen.finished_at.is_none() => {
+                merged.push((*obs).clone());
+            }
             (ObservationSource::Argo, Some(seen)) => {
                 let mut both = (*obs).clone();
                 both.started_at = seen.started_at.or(obs.started_at);
@@ -175,7 +179,8 @@ fn prefer_sidecar(observations: &[&TaskObservation]) -> Vec<TaskObservation> {
                         && o.instance == obs.instance
                         && o.attempt == obs.attempt
                 });
-                if !has_argo_twin {
+                let running = obs.finished_at.is_none();
+                if !has_argo_twin && !running {
                     merged.push((*obs).clone());
                 }
             }

@@ -5,7 +5,9 @@
 //! status, the bytes read and written. A task run is recorded once its `ended` event is there;
 //! until then its events stay in the cache for the next drain. Recorded events are removed, so
 //! two drainers (`kfcache prefetch --follow`, `kfcache cron`) that race record the same task run
-//! at most twice, and the store replaces the earlier report of the same attempt.
+//! at most twice, and the store replaces the earlier report of the same attempt. A task run
+//! that started but has not ended yet is recorded with phase `Running` (so a re-plan sees that
+//! it started) and its events stay; the end replaces that report.
 //!
 //! Records that cannot be parsed are removed too (they never will parse) and counted.
 
@@ -22,8 +24,10 @@ use crate::events::{Event, EventKind, EventLog};
 pub struct DrainSummary {
     /// Events read.
     pub events: usize,
-    /// Task runs recorded in the history.
+    /// Finished task runs recorded in the history.
     pub observations: usize,
+    /// Task runs recorded as still running.
+    pub running: usize,
     /// Events left for a later drain (their task is still running).
     pub pending: usize,
     /// Unreadable records removed.
@@ -68,7 +72,8 @@ pub async fn drain<S: CacheSink + ?Sized>(
     log.acknowledge(&bad_keys).await?;
 
     for fold in fold(events).into_values() {
-        if !fold.ended {
+        let started = fold.observation.started_at.is_some();
+        if !fold.ended && !started {
             summary.pending += fold.keys.len();
             continue;
         }
@@ -87,8 +92,15 @@ pub async fn drain<S: CacheSink + ?Sized>(
                 ),
                 source,
             })?;
-        log.acknowledge(&fold.keys).await?;
-        summary.observations += 1;
+        if fold.ended {
+            log.acknowledge(&fold.keys).await?;
+            summary.observations += 1;
+        } else {
+            // Recorded as running (so `prefetch --follow` sees it started); the events stay
+            // until the end arrives and replaces this report.
+            summary.running += 1;
+            summary.pending += fold.keys.len();
+        }
     }
     Ok(summary)
 }
@@ -277,12 +289,26 @@ mod tests {
             DrainSummary {
                 events: 4,
                 observations: 1,
+                running: 1,
                 pending: 1,
                 bad: 0
             }
         );
         let runs = store.runs_of_pipeline("train", 10).await.expect("runs");
-        let task = &runs[0].run.tasks[0];
+        let running = runs[0]
+            .run
+            .tasks
+            .iter()
+            .find(|t| t.task_key == "prep")
+            .expect("prep recorded as running");
+        assert_eq!(running.phase.as_deref(), Some("Running"));
+        assert_eq!(running.started_at, Some(t0));
+        let task = runs[0]
+            .run
+            .tasks
+            .iter()
+            .find(|t| t.task_key == "fit")
+            .expect("fit recorded");
         assert_eq!(task.task_key, "fit");
         assert_eq!(task.source, ObservationSource::Sidecar);
         assert_eq!(task.duration_s(), Some(60.0));
