@@ -24,6 +24,7 @@ mod prefetch_view;
 mod render;
 mod settings;
 mod sidecar;
+mod sidecar_metrics;
 
 use std::process::ExitCode;
 
@@ -106,6 +107,9 @@ fn main() -> ExitCode {
             }
             if error.downcast_ref::<InvalidInput>().is_some()
                 || error.downcast_ref::<history::InvalidStatus>().is_some()
+                || error
+                    .downcast_ref::<sidecar::InvalidSidecarInput>()
+                    .is_some()
             {
                 ExitCode::from(2)
             } else {

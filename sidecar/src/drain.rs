@@ -86,11 +86,11 @@ pub async fn drain<S: CacheSink + ?Sized>(
             )
             .await
             .map_err(|source| Error::Store {
+                source: Box::new(source),
                 context: format!(
                     "recording the sidecar's report of {}/{}",
                     fold.run, fold.observation.task_key
                 ),
-                source,
             })?;
         if fold.ended {
             log.acknowledge(&fold.keys).await?;

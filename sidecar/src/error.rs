@@ -39,7 +39,7 @@ pub enum Error {
     Cache {
         context: String,
         #[source]
-        source: kfcache_prefetcher::Error,
+        source: Box<kfcache_prefetcher::Error>,
     },
 
     /// An event in the shared event space could not be read.
@@ -51,7 +51,7 @@ pub enum Error {
     Store {
         context: String,
         #[source]
-        source: kfcache_schema::Error,
+        source: Box<kfcache_schema::Error>,
     },
 
     /// The process or GPU monitor failed.
@@ -64,7 +64,10 @@ impl Error {
         context: impl Into<String>,
     ) -> impl FnOnce(kfcache_prefetcher::Error) -> Error {
         let context = context.into();
-        move |source| Error::Cache { context, source }
+        move |source| Error::Cache {
+            context,
+            source: Box::new(source),
+        }
     }
 
     pub(crate) fn io(

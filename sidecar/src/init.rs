@@ -227,7 +227,7 @@ async fn materialise_input<S: CacheSink + ?Sized>(
             if objects.is_empty() {
                 return Err(Error::Cache {
                     context: format!("input {:?} ({cache_uri}) is not cached", input.name),
-                    source: head_error,
+                    source: Box::new(head_error),
                 });
             }
             let cached = cache
