@@ -201,10 +201,18 @@ launch_node() {
 # Waits until the given nodes wrote their ready markers and answer a thin-client handshake.
 wait_ready() {
   local cluster="$1"; shift
-  local dir="$STATE_ROOT/$cluster" deadline=$((SECONDS + TIMEOUT)) index pid addrs=()
+  local dir="$STATE_ROOT/$cluster" deadline=$((SECONDS + TIMEOUT)) launched=$SECONDS index pid
+  local addrs=()
   for index in "$@"; do
     while [[ ! -f "$dir/node-$index.ready" ]]; do
       pid="$(node_pid "$cluster" "$index")"
+      # Just launched, the pid may still be the subshell that is about to exec java (slow on
+      # a loaded machine): alive, but without the node's command line yet.
+      if ! is_our_node "$pid" "$cluster" && [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null \
+        && ((SECONDS - launched < 15)); then
+        sleep 0.2
+        continue
+      fi
       if ! is_our_node "$pid" "$cluster"; then
         log "node $cluster-$index (pid $pid) exited before it was ready; last log lines:"
         tail -n 40 "$dir/node-$index.log" >&2 || true
