@@ -296,7 +296,20 @@ impl Metrics {
     }
 }
 
-async fn metrics_page(State(metrics): State<Metrics>) -> impl IntoResponse {
+/// What the metrics server serves: anything that renders an OpenMetrics page. `prefetch`'s
+/// [`Metrics`] and the sidecar's metrics share the one server below.
+pub trait MetricsPage: Clone + Send + Sync + 'static {
+    /// Every metric in the OpenMetrics text format.
+    fn encode(&self) -> String;
+}
+
+impl MetricsPage for Metrics {
+    fn encode(&self) -> String {
+        Metrics::encode(self)
+    }
+}
+
+async fn metrics_page<M: MetricsPage>(State(metrics): State<M>) -> impl IntoResponse {
     ([(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], metrics.encode())
 }
 
@@ -306,8 +319,8 @@ async fn health() -> &'static str {
 
 /// Serves `GET /metrics` and `GET /healthz` on `addr`. Binds before returning: the address
 /// it listens on (the port chosen when `addr`'s is 0) and the server's task come back.
-pub async fn serve(
-    metrics: Metrics,
+pub async fn serve<M: MetricsPage>(
+    metrics: M,
     addr: SocketAddr,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -317,7 +330,7 @@ pub async fn serve(
         .local_addr()
         .with_context(|| format!("cannot read the address the metrics server bound for {addr}"))?;
     let app = Router::new()
-        .route("/metrics", get(metrics_page))
+        .route("/metrics", get(metrics_page::<M>))
         .route("/healthz", get(health))
         .with_state(metrics);
     let server = tokio::spawn(async move {

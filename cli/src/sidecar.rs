@@ -34,8 +34,9 @@ use kfcache_sidecar::{Event, EventKind, EventLog, Identity, NodeReport, TaskSpec
 
 use crate::cache::open_cache;
 use crate::config::{human_size, CacheSettings, ConnectionArgs};
+use crate::prefetch_metrics::serve;
 use crate::settings::GlobalArgs;
-use crate::sidecar_metrics::{serve, SidecarMetrics};
+use crate::sidecar_metrics::SidecarMetrics;
 
 #[derive(Debug, Args)]
 pub struct SidecarArgs {
@@ -482,7 +483,8 @@ async fn report_node<S: CacheSink + ?Sized>(
             None
         }
     };
-    let gpus = watcher.gpu_snapshot().and_then(|s| s.ok());
+    // NVML answers synchronously (about a millisecond per GPU): off the async workers.
+    let gpus = tokio::task::block_in_place(|| watcher.gpu_snapshot()).and_then(|s| s.ok());
     let previous = previous.unwrap_or(NodeReport {
         node: node.clone(),
         at: Utc::now(),

@@ -3,18 +3,11 @@
 //! One pod, one task: the metrics describe that task's work (running or not, when it started,
 //! how long it ran, its deadline slack), what the sidecar wrote through, and whether its
 //! events reached the cache. Everything is registered up front so a scrape sees every metric
-//! from the start.
+//! from the start. The HTTP server is `prefetch`'s ([`crate::prefetch_metrics::serve`]).
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use anyhow::Context;
-use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use crate::prefetch_metrics::MetricsPage;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DetectorLabel {
@@ -171,35 +164,10 @@ impl SidecarMetrics {
     }
 }
 
-async fn metrics_page(State(metrics): State<SidecarMetrics>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], metrics.encode())
-}
-
-async fn health() -> &'static str {
-    "ok\n"
-}
-
-/// Serves `GET /metrics` and `GET /healthz` on `addr`; returns the bound address.
-pub async fn serve(
-    metrics: SidecarMetrics,
-    addr: SocketAddr,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot serve metrics on {addr} (--metrics-addr)"))?;
-    let bound = listener
-        .local_addr()
-        .with_context(|| format!("cannot read the address bound for {addr}"))?;
-    let app = Router::new()
-        .route("/metrics", get(metrics_page))
-        .route("/healthz", get(health))
-        .with_state(metrics);
-    let server = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::warn!("the metrics server on {bound} stopped: {error}");
-        }
-    });
-    Ok((bound, server))
+impl MetricsPage for SidecarMetrics {
+    fn encode(&self) -> String {
+        SidecarMetrics::encode(self)
+    }
 }
 
 #[cfg(test)]
