@@ -120,39 +120,14 @@ pub struct CronArgs {
     pub connection: ConnectionArgs,
 }
 
-/// `90s`, `30m`, `2h`, `1h30m`, `1d`, `45` (seconds), `0.5h`.
+/// `90s`, `30m`, `2h`, `1h30m`, `1d`, `45` (seconds), `0.5h`: a bare number of seconds, else
+/// the units [`kfcache_sidecar::spec::parse_duration`] reads.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let trimmed = text.trim();
     let bad = || format!("invalid duration {text:?} (examples: 90s, 30m, 2h, 1h30m)");
-    if trimmed.is_empty() {
-        return Err(bad());
+    match text.trim().parse::<f64>() {
+        Ok(seconds) => Duration::try_from_secs_f64(seconds).map_err(|_| bad()),
+        Err(_) => kfcache_sidecar::spec::parse_duration(text).ok_or_else(bad),
     }
-    if let Ok(seconds) = trimmed.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds).map_err(|_| bad());
-    }
-    let mut total = 0.0;
-    let mut rest = trimmed;
-    while !rest.is_empty() {
-        let split = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let (number, after) = rest.split_at(split);
-        let number: f64 = number.parse().map_err(|_| bad())?;
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        total += number
-            * match unit {
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                "d" => 86400.0,
-                _ => return Err(bad()),
-            };
-        rest = after;
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
 /// Why a pipeline is expected to run when it is.

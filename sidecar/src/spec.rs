@@ -216,7 +216,7 @@ pub fn input_cache_uri(identity: &Identity, source: &str) -> String {
 }
 
 /// When the deadline annotation is set: an RFC 3339 time, or a duration after `start`
-/// (`90s`, `15m`, `2h`, `1h30m`).
+/// (see [`parse_duration`]).
 pub fn parse_deadline(text: &str, start: DateTime<Utc>) -> Result<DateTime<Utc>> {
     let text = text.trim();
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
@@ -226,29 +226,38 @@ pub fn parse_deadline(text: &str, start: DateTime<Utc>) -> Result<DateTime<Utc>>
         origin: "kfcache.io/deadline".to_string(),
         reason: format!("{text:?} is neither an RFC 3339 time nor a duration like 90s, 15m, 1h30m"),
     };
-    let mut total_ms: i64 = 0;
-    let mut number = String::new();
-    let mut seen_unit = false;
-    for c in text.chars() {
-        if c.is_ascii_digit() || c == '.' {
-            number.push(c);
-            continue;
-        }
-        let scale = match c {
-            'h' => 3_600_000.0,
-            'm' => 60_000.0,
-            's' => 1_000.0,
-            _ => return Err(bad()),
-        };
-        let value: f64 = number.parse().map_err(|_| bad())?;
-        total_ms += (value * scale) as i64;
-        number.clear();
-        seen_unit = true;
+    let duration = parse_duration(text).ok_or_else(bad)?;
+    let duration = chrono::Duration::from_std(duration).map_err(|_| bad())?;
+    start.checked_add_signed(duration).ok_or_else(bad)
+}
+
+/// A duration written with units, as kfcache's flags and annotations take it: `90s`, `15m`,
+/// `2h`, `1d`, `1h30m`, `0.5h`. `None` for anything else (a bare number has no unit).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
     }
-    if !number.is_empty() || !seen_unit {
-        return Err(bad());
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (number, after) = rest.split_at(split);
+        let number: f64 = number.parse().ok()?;
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        total += number
+            * match unit {
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                "d" => 86400.0,
+                _ => return None,
+            };
+        rest = after;
     }
-    Ok(start + chrono::Duration::milliseconds(total_ms))
+    std::time::Duration::try_from_secs_f64(total).ok()
 }
 
 /// `target` joined with an artifact's declared `path`, refusing anything that would leave
