@@ -939,6 +939,14 @@ fn derives_from(pattern: &str, value: &str) -> bool {
     middle.ends_with(last)
 }
 
+/// One field of the artifact each task using the template has (`None` where a task lacks it).
+fn field<'a, T>(
+    found: &[Option<&'a T>],
+    get: impl Fn(&'a T) -> Option<&'a str>,
+) -> Vec<Option<&'a str>> {
+    found.iter().map(|f| f.and_then(&get)).collect()
+}
+
 /// One field of the description: the template's own text when every analysed value derives
 /// from it; else the analysed value when all tasks agree and Argo would resolve it inside the
 /// template; else unknown.
@@ -1002,18 +1010,12 @@ fn task_spec(template: &Value, uses: &[(String, Task)]) -> TaskSpec {
                 name: name.to_string(),
                 source: choose(
                     declared.and_then(|d| d.location.as_deref()),
-                    &found
-                        .iter()
-                        .map(|i| i.and_then(|i| i.source.as_deref()))
-                        .collect::<Vec<_>>(),
+                    &field(&found, |i| i.source.as_deref()),
                     &parameters,
                 ),
                 path: choose(
                     declared.and_then(|d| d.path.as_deref()),
-                    &found
-                        .iter()
-                        .map(|i| i.and_then(|i| i.path.as_deref()))
-                        .collect::<Vec<_>>(),
+                    &field(&found, |i| i.path.as_deref()),
                     &parameters,
                 ),
             }
@@ -1031,18 +1033,12 @@ fn task_spec(template: &Value, uses: &[(String, Task)]) -> TaskSpec {
                 name: name.to_string(),
                 location: choose(
                     declared.and_then(|d| d.location.as_deref()),
-                    &found
-                        .iter()
-                        .map(|o| o.and_then(|o| o.location.as_deref()))
-                        .collect::<Vec<_>>(),
+                    &field(&found, |o| o.location.as_deref()),
                     &parameters,
                 ),
                 path: choose(
                     declared.and_then(|d| d.path.as_deref()),
-                    &found
-                        .iter()
-                        .map(|o| o.and_then(|o| o.path.as_deref()))
-                        .collect::<Vec<_>>(),
+                    &field(&found, |o| o.path.as_deref()),
                     &parameters,
                 ),
             }
