@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
 
 use assert_cmd::Command;
@@ -11,25 +13,6 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use serde_json::Value;
-
-fn env(variable: &str) -> String {
-    match std::env::var(variable) {
-        Ok(value) if !value.trim().is_empty() => value,
-        _ => panic!(
-            "{variable} is not set. This test needs the real Ignite and S3 servers: run \
-             `bash scripts/test.sh`, or `scripts/services.sh up && eval \"$(scripts/services.sh env)\"` \
-             before `cargo test`."
-        ),
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
 
 /// `kfcache` with no config file and no inherited cache settings.
 fn kfcache(config_dir: &Path) -> Command {
@@ -55,10 +38,10 @@ fn run_ok(cmd: &mut Command) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_s3_object_get_it_back_list_stat_and_evict() {
-    let ignite = env("KFCACHE_TEST_IGNITE_1");
-    let endpoint = env("KFCACHE_TEST_S3_ENDPOINT");
-    let bucket = env("KFCACHE_TEST_S3_BUCKET");
-    let key = format!("{}/model.bin", unique("cli"));
+    let ignite = common::env("KFCACHE_TEST_IGNITE_1");
+    let endpoint = common::env("KFCACHE_TEST_S3_ENDPOINT");
+    let bucket = common::env("KFCACHE_TEST_S3_BUCKET");
+    let key = format!("{}/model.bin", common::unique("cli"));
     // 9 MiB + 7 bytes: three 4 MiB chunks, the last one short.
     let data: Vec<u8> = (0..(9 << 20) + 7u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -80,7 +63,7 @@ async fn put_s3_object_get_it_back_list_stat_and_evict() {
     let uri = format!("s3://{bucket}/{key}");
     let dir = tempfile::tempdir().unwrap();
     // Settings from a config file for the S3 endpoint and the namespace, the flag for Ignite.
-    let namespace = unique("cli-ns");
+    let namespace = common::unique("cli-ns");
     std::fs::write(
         dir.path().join("config.toml"),
         format!(
@@ -170,7 +153,7 @@ fn unreachable_ignite_names_the_addresses_tried() {
 
 #[test]
 fn bench_cache_prints_the_summary_line() {
-    let ignite = env("KFCACHE_TEST_IGNITE_1");
+    let ignite = common::env("KFCACHE_TEST_IGNITE_1");
     let dir = tempfile::tempdir().unwrap();
     let stdout = run_ok(kfcache(dir.path()).args([
         "bench", "cache", "--ignite", &ignite, "--size", "1MiB", "--count", "4",

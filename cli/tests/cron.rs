@@ -26,37 +26,9 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn env(variable: &str) -> String {
-    match std::env::var(variable) {
-        Ok(value) if !value.trim().is_empty() => value,
-        _ => panic!(
-            "{variable} is not set. This test needs the real Ignite and S3 servers: run \
-             `bash scripts/test.sh`, or `scripts/services.sh up && eval \"$(scripts/services.sh env)\"` \
-             before `cargo test`."
-        ),
-    }
-}
-
-/// Creates a bucket on the S3 server (moto accepts an unsigned `PUT /bucket`).
-async fn create_bucket(endpoint: &str, bucket: &str) {
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let request = format!(
-        "PUT /{bucket} HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.1 200") || answer.contains("BucketAlreadyOwnedByYou"),
-        "cannot create bucket {bucket}: {answer}"
-    );
-}
 
 async fn upload(endpoint: &str, bucket: &str, objects: &[(&str, usize)]) {
-    create_bucket(endpoint, bucket).await;
+    common::create_bucket(endpoint, bucket).await;
     let store = AmazonS3Builder::from_env()
         .with_endpoint(endpoint)
         .with_allow_http(true)
@@ -236,8 +208,8 @@ impl Setup {
     fn new(namespace: &str) -> Setup {
         Setup {
             db: tempfile::tempdir().unwrap(),
-            ignite: env("KFCACHE_TEST_IGNITE_1"),
-            endpoint: env("KFCACHE_TEST_S3_ENDPOINT"),
+            ignite: common::env("KFCACHE_TEST_IGNITE_1"),
+            endpoint: common::env("KFCACHE_TEST_S3_ENDPOINT"),
             namespace: format!("{namespace}-{}", std::process::id()),
         }
     }
@@ -573,7 +545,7 @@ async fn two_crons_at_once_stage_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_and_set_and_the_lock_on_real_ignite() {
     for variable in ["KFCACHE_TEST_IGNITE_1", "KFCACHE_TEST_IGNITE_3"] {
-        let client = Client::connect(ClientConfig::from_address_list(&env(variable)))
+        let client = Client::connect(ClientConfig::from_address_list(&common::env(variable)))
             .await
             .unwrap();
         let name = format!("kfcache-cron-cas-{}", std::process::id());

@@ -13,36 +13,8 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const FIXTURE: &str = "fixtures/argo/gpu-training-pipeline.yaml";
-
-fn env(variable: &str) -> String {
-    match std::env::var(variable) {
-        Ok(value) if !value.trim().is_empty() => value,
-        _ => panic!(
-            "{variable} is not set. This test needs the real Ignite and S3 servers: run \
-             `bash scripts/test.sh`, or `scripts/services.sh up && eval \"$(scripts/services.sh env)\"` \
-             before `cargo test`."
-        ),
-    }
-}
-
-/// Creates a bucket on the S3 server (moto accepts an unsigned `PUT /bucket`).
-async fn create_bucket(endpoint: &str, bucket: &str) {
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let request = format!(
-        "PUT /{bucket} HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.1 200") || answer.contains("BucketAlreadyOwnedByYou"),
-        "cannot create bucket {bucket}: {answer}"
-    );
-}
 
 /// The fixture's objects: (bucket, key, bytes).
 const OBJECTS: &[(&str, &str, usize)] = &[
@@ -73,7 +45,7 @@ const GPU_INPUTS: &[&str] = &[
 
 async fn upload_fixture_objects(endpoint: &str) {
     for bucket in ["ml-datasets", "ml-models"] {
-        create_bucket(endpoint, bucket).await;
+        common::create_bucket(endpoint, bucket).await;
     }
     for (n, (bucket, key, bytes)) in OBJECTS.iter().enumerate() {
         let store = AmazonS3Builder::from_env()
@@ -146,11 +118,11 @@ fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefetch_stages_the_gpu_tasks_inputs_before_their_deadlines() {
-    let endpoint = env("KFCACHE_TEST_S3_ENDPOINT");
+    let endpoint = common::env("KFCACHE_TEST_S3_ENDPOINT");
     upload_fixture_objects(&endpoint).await;
     let setup = Setup {
         db: tempfile::tempdir().unwrap(),
-        ignite: env("KFCACHE_TEST_IGNITE_1"),
+        ignite: common::env("KFCACHE_TEST_IGNITE_1"),
         endpoint,
         namespace: format!("prefetch-cli-{}", std::process::id()),
     };
@@ -231,8 +203,8 @@ fn a_fractional_budget_without_the_region_size_is_a_clear_error() {
 fn a_finished_run_anchors_the_plan_and_follow_ends_with_nothing_to_stage() {
     let setup = Setup {
         db: tempfile::tempdir().unwrap(),
-        ignite: env("KFCACHE_TEST_IGNITE_1"),
-        endpoint: env("KFCACHE_TEST_S3_ENDPOINT"),
+        ignite: common::env("KFCACHE_TEST_IGNITE_1"),
+        endpoint: common::env("KFCACHE_TEST_S3_ENDPOINT"),
         namespace: format!("prefetch-follow-{}", std::process::id()),
     };
     common::stdout_of(common::kfcache(setup.db.path()).args([

@@ -25,25 +25,6 @@ const FIXTURE: &str = "fixtures/argo/gpu-training-pipeline.yaml";
 const STATUS: &str = "fixtures/status/gpu-training-pipeline-x7k2p.yaml";
 const RUN: &str = "gpu-training-pipeline-x7k2p";
 
-fn env(variable: &str) -> String {
-    match std::env::var(variable) {
-        Ok(value) if !value.trim().is_empty() => value,
-        _ => panic!(
-            "{variable} is not set. This test needs the real Ignite and S3 servers: run \
-             `bash scripts/test.sh`, or `scripts/services.sh up && eval \"$(scripts/services.sh env)\"` \
-             before `cargo test`."
-        ),
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
-
 struct Setup {
     db: tempfile::TempDir,
     ignite: String,
@@ -56,10 +37,10 @@ impl Setup {
     fn new() -> Setup {
         Setup {
             db: tempfile::tempdir().unwrap(),
-            ignite: env("KFCACHE_TEST_IGNITE_1"),
-            endpoint: env("KFCACHE_TEST_S3_ENDPOINT"),
-            bucket: env("KFCACHE_TEST_S3_BUCKET"),
-            namespace: unique("sidecar-cli"),
+            ignite: common::env("KFCACHE_TEST_IGNITE_1"),
+            endpoint: common::env("KFCACHE_TEST_S3_ENDPOINT"),
+            bucket: common::env("KFCACHE_TEST_S3_BUCKET"),
+            namespace: common::unique("sidecar-cli"),
         }
     }
 
@@ -154,7 +135,7 @@ async fn sidecar_serves_inputs_and_reports_real_times_that_improve_the_next_pred
     assert_eq!(source, "history");
 
     // Inputs: one staged into Ignite, one only in S3.
-    let prefix = unique("sidecar-cli");
+    let prefix = common::unique("sidecar-cli");
     let staged_data: Vec<u8> = (0..300_000u32).map(|i| (i * 13) as u8).collect();
     let origin_data: Vec<u8> = (0..50_000u32).map(|i| (i * 7 + 1) as u8).collect();
     let staged = s.upload(&format!("{prefix}/train.tar"), &staged_data).await;
@@ -198,7 +179,7 @@ async fn sidecar_serves_inputs_and_reports_real_times_that_improve_the_next_pred
     );
 
     // The watch, then the work: a process whose command line carries a marker.
-    let marker = unique("kfcache-work");
+    let marker = common::unique("kfcache-work");
     let binary = assert_cmd::cargo::cargo_bin("kfcache");
     let mut watch = Command::new(&binary);
     watch

@@ -32,3 +32,50 @@ pub fn stdout_of(cmd: &mut Command) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
+
+/// The value of a variable `scripts/services.sh env` exports; a missing one fails the test
+/// with instructions, never passes it silently.
+pub fn env(variable: &str) -> String {
+    match std::env::var(variable) {
+        Ok(value) if !value.trim().is_empty() => value,
+        _ => panic!(
+            "{variable} is not set. This test needs the real Ignite and S3 servers: run \
+             `bash scripts/test.sh`, or `scripts/services.sh up && eval \"$(scripts/services.sh env)\"` \
+             before `cargo test`."
+        ),
+    }
+}
+
+/// A name no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// Creates a bucket on the S3 server (moto accepts an unsigned `PUT /bucket`).
+pub async fn create_bucket(endpoint: &str, bucket: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the S3 server at {host}: {e}"));
+    let request = format!(
+        "PUT /{bucket} HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("cannot send to the S3 server at {host}: {e}"));
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .await
+        .unwrap_or_else(|e| panic!("no answer from the S3 server at {host}: {e}"));
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.contains("BucketAlreadyOwnedByYou"),
+        "cannot create bucket {bucket}: {answer}"
+    );
+}
