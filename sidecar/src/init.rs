@@ -24,12 +24,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use bytes::Bytes;
 use kfcache_parser::model::TASK_URI_SCHEME;
 use kfcache_prefetcher::{ArtifactSource, CacheSink, Manifest, ObjectCache, SourceObject};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
+use crate::fill::Fill;
 use crate::spec::{contained_path, input_cache_uri, Identity, SpecInput, TaskSpec};
 
 /// Bytes read from the origin per request when an input misses.
@@ -112,12 +114,25 @@ pub fn destination(target: &Path, input: &SpecInput) -> Result<PathBuf> {
 }
 
 /// Materialises every input of `spec` under `target`.
-pub async fn materialise<S: CacheSink + ?Sized>(
+pub async fn materialise<S: CacheSink + ?Sized + 'static>(
     cache: &ObjectCache<S>,
     origin: &dyn ArtifactSource,
     spec: &TaskSpec,
     identity: &Identity,
     target: &Path,
+) -> Result<InitReport> {
+    materialise_with(cache, origin, spec, identity, target, None).await
+}
+
+/// [`materialise`], filling the cache on demand with what misses when `fill` is given (see
+/// [`crate::fill`]).
+pub async fn materialise_with<S: CacheSink + ?Sized + 'static>(
+    cache: &ObjectCache<S>,
+    origin: &dyn ArtifactSource,
+    spec: &TaskSpec,
+    identity: &Identity,
+    target: &Path,
+    fill: Option<Fill>,
 ) -> Result<InitReport> {
     let started = Instant::now();
     // Refuse escaping names and paths before writing anything.
@@ -151,7 +166,10 @@ pub async fn materialise<S: CacheSink + ?Sized>(
         }
         let cache_uri = input_cache_uri(identity, source);
         let upstream = source.starts_with(TASK_URI_SCHEME);
-        for file in materialise_input(cache, origin, input, &cache_uri, upstream, &path).await? {
+        let fill = fill.filter(|_| !upstream);
+        for file in
+            materialise_input(cache, origin, input, &cache_uri, upstream, &path, fill).await?
+        {
             report.push(file);
         }
     }
@@ -167,14 +185,16 @@ fn readable(source: &str) -> bool {
     source.starts_with(TASK_URI_SCHEME) || SCHEMES.iter().any(|s| source.starts_with(s))
 }
 
-async fn materialise_input<S: CacheSink + ?Sized>(
+async fn materialise_input<S: CacheSink + ?Sized + 'static>(
     cache: &ObjectCache<S>,
     origin: &dyn ArtifactSource,
     input: &SpecInput,
     cache_uri: &str,
     upstream: bool,
     path: &Path,
+    fill: Option<Fill>,
 ) -> Result<Vec<FileReport>> {
+    let filler = fill.map(|fill| (cache, fill));
     let report = |uri: &str, path: &Path, outcome| FileReport {
         input: input.name.clone(),
         uri: uri.to_string(),
@@ -186,7 +206,7 @@ async fn materialise_input<S: CacheSink + ?Sized>(
         .await
         .map_err(Error::cache(format!("looking up {cache_uri} in the cache")))?;
     if let Some(manifest) = manifest {
-        let outcome = one_object(cache, origin, &manifest, None, upstream, path).await?;
+        let outcome = one_object(cache, origin, &manifest, None, upstream, path, fill).await?;
         return Ok(vec![report(cache_uri, path, outcome)]);
     }
     if upstream {
@@ -208,7 +228,7 @@ async fn materialise_input<S: CacheSink + ?Sized>(
         for manifest in inside {
             let rel = relative(cache_uri, &manifest.uri);
             let dest = contained_path(path, &input.name, &rel)?;
-            let outcome = one_object(cache, origin, &manifest, None, true, &dest).await?;
+            let outcome = one_object(cache, origin, &manifest, None, true, &dest, None).await?;
             files.push(report(&manifest.uri, &dest, outcome));
         }
         return Ok(files);
@@ -216,7 +236,7 @@ async fn materialise_input<S: CacheSink + ?Sized>(
     // Not cached as one object: one object at the origin, or a directory of them.
     match origin.head(cache_uri).await {
         Ok(object) => {
-            let outcome = from_origin(origin, &object, path, "not cached").await?;
+            let outcome = from_origin(origin, &object, path, "not cached", filler).await?;
             Ok(vec![report(cache_uri, path, outcome)])
         }
         Err(head_error) => {
@@ -242,9 +262,10 @@ async fn materialise_input<S: CacheSink + ?Sized>(
                 let dest = contained_path(path, &input.name, &rel)?;
                 let outcome = match cached.get(&object.uri) {
                     Some(manifest) => {
-                        one_object(cache, origin, manifest, Some(&object), false, &dest).await?
+                        one_object(cache, origin, manifest, Some(&object), false, &dest, fill)
+                            .await?
                     }
-                    None => from_origin(origin, &object, &dest, "not cached").await?,
+                    None => from_origin(origin, &object, &dest, "not cached", filler).await?,
                 };
                 files.push(report(&object.uri, &dest, outcome));
             }
@@ -276,14 +297,16 @@ fn relative(base: &str, uri: &str) -> String {
 }
 
 /// One object with a manifest: from the cache when current and intact, else from the origin.
-async fn one_object<S: CacheSink + ?Sized>(
+async fn one_object<S: CacheSink + ?Sized + 'static>(
     cache: &ObjectCache<S>,
     origin: &dyn ArtifactSource,
     manifest: &Manifest,
     listed: Option<&SourceObject>,
     upstream: bool,
     path: &Path,
+    fill: Option<Fill>,
 ) -> Result<Outcome> {
+    let filler = fill.map(|fill| (cache, fill));
     // Is the cached copy the origin's current version?
     let current = if upstream {
         None
@@ -305,12 +328,17 @@ async fn one_object<S: CacheSink + ?Sized>(
                 "the cached copy is {} but the origin now has {}",
                 manifest.version, object.version
             );
-            return from_origin(origin, object, path, &reason).await;
+            return from_origin(origin, object, path, &reason, filler).await;
         }
     }
     create_parent(path).await?;
     match cache.download(&manifest.uri, path).await {
-        Ok(read) => Ok(Outcome::Hit { bytes: read.size }),
+        Ok(read) => {
+            if fill.is_some() {
+                crate::fill::touch(cache, &manifest.uri).await;
+            }
+            Ok(Outcome::Hit { bytes: read.size })
+        }
         Err(error) => {
             let reason = format!("the cached copy cannot be used: {error}");
             tracing::warn!(uri = %manifest.uri, %reason, "reading from the origin");
@@ -330,7 +358,7 @@ async fn one_object<S: CacheSink + ?Sized>(
                         "{reason}; and reading the origin failed"
                     )))?,
             };
-            from_origin(origin, &object, path, &reason).await
+            from_origin(origin, &object, path, &reason, filler).await
         }
     }
 }
@@ -344,22 +372,36 @@ async fn create_parent(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Copies `object` from its origin to `path` through a temporary file renamed into place.
-async fn from_origin(
+/// Copies `object` from its origin to `path` through a temporary file renamed into place;
+/// with a filler, also writes it into the cache as it passes (see [`crate::fill`]).
+async fn from_origin<S: CacheSink + ?Sized + 'static>(
     origin: &dyn ArtifactSource,
     object: &SourceObject,
     path: &Path,
     reason: &str,
+    filler: Option<(&ObjectCache<S>, Fill)>,
 ) -> Result<Outcome> {
     create_parent(path).await?;
     let temp = temp_name(path);
+    let mut writer = match filler {
+        Some((cache, fill)) => begin_fill(cache, object, fill.budget).await,
+        None => None,
+    };
+    // Reads cover whole chunks so that each can go to the cache as it arrives.
+    let read_size = match &writer {
+        Some(writer) => {
+            let chunk = writer.chunk_size();
+            (ORIGIN_READ / chunk).max(1) * chunk
+        }
+        None => ORIGIN_READ,
+    };
     let outcome = async {
         let mut file = tokio::fs::File::create(&temp)
             .await
             .map_err(Error::io("create", &temp))?;
         let mut offset = 0;
         while offset < object.size {
-            let end = (offset + ORIGIN_READ).min(object.size);
+            let end = (offset + read_size).min(object.size);
             let bytes = origin
                 .read_range(&object.uri, offset..end, Some(&object.version))
                 .await
@@ -367,6 +409,14 @@ async fn from_origin(
                     "reading {} from its origin",
                     object.uri
                 )))?;
+            if let Some(fill) = writer.as_mut() {
+                if let Err(error) = fill.accept(bytes.clone()).await {
+                    tracing::warn!(uri = %object.uri, %error, "filling the cache failed; reading on from the origin");
+                    if let Some(fill) = writer.take() {
+                        fill.abort().await;
+                    }
+                }
+            }
             file.write_all(&bytes)
                 .await
                 .map_err(Error::io("write", &temp))?;
@@ -383,10 +433,107 @@ async fn from_origin(
         })
     }
     .await;
+    match (&outcome, writer) {
+        (Ok(_), Some(fill)) => fill.finish().await,
+        (Err(_), Some(fill)) => fill.abort().await,
+        _ => {}
+    }
     if outcome.is_err() {
         let _ = tokio::fs::remove_file(&temp).await;
     }
     outcome
+}
+
+/// A write into the cache that follows a copy from the origin: the put of one read's chunks
+/// runs while the next read is under way.
+struct FillWriter<S: CacheSink + ?Sized + 'static> {
+    cache: ObjectCache<S>,
+    writer: kfcache_prefetcher::ObjectWriter<S>,
+    in_flight: Option<tokio::task::JoinHandle<kfcache_prefetcher::Result<()>>>,
+}
+
+async fn begin_fill<S: CacheSink + ?Sized + 'static>(
+    cache: &ObjectCache<S>,
+    object: &SourceObject,
+    budget: u64,
+) -> Option<FillWriter<S>> {
+    let room = match crate::fill::make_room(cache, &object.uri, object.size, budget).await {
+        Ok(room) => room,
+        Err(error) => {
+            tracing::warn!(uri = %object.uri, %error, "cannot make room in the cache; not filling");
+            return None;
+        }
+    };
+    if !room.fits {
+        tracing::info!(uri = %object.uri, size = object.size, budget, "larger than the budget; not filling");
+        return None;
+    }
+    match cache
+        .begin(&object.uri, object.version.clone(), object.size)
+        .await
+    {
+        Ok(writer) => Some(FillWriter {
+            cache: cache.clone(),
+            writer,
+            in_flight: None,
+        }),
+        Err(error) => {
+            tracing::warn!(uri = %object.uri, %error, "cannot start filling the cache");
+            None
+        }
+    }
+}
+
+impl<S: CacheSink + ?Sized + 'static> FillWriter<S> {
+    fn chunk_size(&self) -> u64 {
+        self.cache.config().chunk_size.max(1)
+    }
+
+    /// Takes the next whole chunks (the last may be short) and puts them in the background.
+    async fn accept(&mut self, data: Bytes) -> kfcache_prefetcher::Result<()> {
+        self.wait().await?;
+        let chunk = usize::try_from(self.chunk_size()).unwrap_or(usize::MAX);
+        let mut entries = Vec::new();
+        let mut start = 0;
+        while start < data.len() {
+            let end = (start + chunk).min(data.len());
+            entries.push(self.writer.accept(data.slice(start..end))?);
+            start = end;
+        }
+        let putter = self.writer.putter();
+        self.in_flight = Some(tokio::spawn(async move { putter.put(entries).await }));
+        Ok(())
+    }
+
+    async fn wait(&mut self) -> kfcache_prefetcher::Result<()> {
+        match self.in_flight.take() {
+            Some(handle) => handle.await.unwrap_or_else(|join| {
+                Err(kfcache_prefetcher::Error::Config(format!(
+                    "a chunk write stopped: {join}"
+                )))
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Publishes the manifest once every chunk is stored.
+    async fn finish(mut self) {
+        let uri = self.writer.uri().to_string();
+        if let Err(error) = self.wait().await {
+            tracing::warn!(%uri, %error, "filling the cache failed");
+            self.writer.abort().await;
+            return;
+        }
+        match self.writer.finish().await {
+            Ok(_) => crate::fill::touch(&self.cache, &uri).await,
+            Err(error) => tracing::warn!(%uri, %error, "filling the cache failed"),
+        }
+    }
+
+    async fn abort(mut self) {
+        let _ = self.wait().await;
+        self.writer.abort().await;
+    }
 }
 
 fn temp_name(path: &Path) -> PathBuf {

@@ -6,6 +6,7 @@
 //!   from Ignite when the cached copy is valid, else from the origin.
 //! - [`watch`]: `kfcache sidecar watch` — detects when the main container's work really starts
 //!   and ends (NVML's GPU process list when the library is present, else the process table).
+//! - [`fill`]: on-demand filling of the cache by `init` (least recently used, within a budget).
 //! - [`outputs`]: writes a finished task's declared outputs through to the cache.
 //! - [`events`]: the event space in the cache that every pod publishes to.
 //! - [`drain`]: turns drained events into task observations in the SQLite history.
@@ -15,6 +16,7 @@
 pub mod drain;
 pub mod error;
 pub mod events;
+pub mod fill;
 pub mod init;
 pub mod outputs;
 pub mod ranking;
