@@ -12,7 +12,8 @@
 # Clusters: kfcache-1 (client port 10800, discovery 47500..47509, 1 GiB heap and region for benchmarks)
 # kfcache-3 (client ports 10810..10812, discovery 47600..47609) and kfcache-secure (client port
 # 10820 with TLS and user ignite/ignite, discovery 47700..47709). Override the region sizes with
-# KFCACHE_IGNITE_1_REGION_MB / KFCACHE_IGNITE_3_REGION_MB.
+# KFCACHE_IGNITE_1_REGION_MB / KFCACHE_IGNITE_3_REGION_MB, and the 3-node cluster's heap with
+# KFCACHE_IGNITE_3_HEAP (512m).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,7 +42,7 @@ up() {
   fi
   if ((fresh)) || ! "$IGNITE" healthy "$CLUSTER_3"; then
     "$IGNITE" start 3 --name "$CLUSTER_3" --base-port 10810 \
-      --region-mb "${KFCACHE_IGNITE_3_REGION_MB:-256}" &
+      --region-mb "${KFCACHE_IGNITE_3_REGION_MB:-256}" --heap "${KFCACHE_IGNITE_3_HEAP:-512m}" &
     pids+=($!); names+=("$CLUSTER_3")
   else
     log "reusing healthy $CLUSTER_3"

@@ -32,6 +32,9 @@ pub enum BenchCommand {
     /// Start/end detection error and idle CPU of `kfcache sidecar watch`, on worker processes
     /// spawned at known instants.
     Monitor(crate::bench_monitor::MonitorBenchArgs),
+    /// A pipeline replayed on a local stack (Ignite, S3 behind a throttling proxy) without a
+    /// cache, with an on-demand cache and with kfcache; statistics, report and plots.
+    E2e(crate::bench_e2e::E2eBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -53,6 +56,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Stage(args) => crate::bench_stage::run(args).await,
         BenchCommand::Eviction(args) => crate::bench_eviction::run(args),
         BenchCommand::Monitor(args) => crate::bench_monitor::run(args).await,
+        BenchCommand::E2e(args) => crate::bench_e2e::run(args).await,
     }
 }
 

@@ -26,14 +26,15 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
 use kfcache_prefetcher::{CacheSink, IgniteSink, MemorySink, ObjectCache, ObjectStoreSource};
-use kfcache_sidecar::init::{materialise, Outcome};
+use kfcache_sidecar::fill::Fill;
+use kfcache_sidecar::init::{materialise_with, Outcome};
 use kfcache_sidecar::outputs::write_through;
 use kfcache_sidecar::spec::parse_deadline;
 use kfcache_sidecar::watch::{self, Detector, DetectorChoice, Selector, WatchConfig, WatchEvent};
 use kfcache_sidecar::{Event, EventKind, EventLog, Identity, NodeReport, TaskSpec, TASK_ENV};
 
 use crate::cache::open_cache;
-use crate::config::{human_size, CacheSettings, ConnectionArgs};
+use crate::config::{human_size, parse_size, CacheSettings, ConnectionArgs};
 use crate::prefetch_metrics::serve;
 use crate::settings::GlobalArgs;
 use crate::sidecar_metrics::SidecarMetrics;
@@ -105,6 +106,16 @@ pub struct InitArgs {
     /// Output format of the report.
     #[arg(short = 'f', long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+
+    /// Fill the cache on demand: every input that misses is written into the cache as it is
+    /// copied from the origin, evicting the least recently used objects of the namespace to
+    /// stay within SIZE (for clusters without `kfcache prefetch`).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, conflicts_with = "no_cache")]
+    pub fill_budget: Option<u64>,
+
+    /// Read every input from its origin without asking the cache.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Args)]
@@ -244,13 +255,20 @@ async fn init(args: InitArgs) -> Result<()> {
     }
     let settings = args.pod.connection.resolve()?;
     let origin = ObjectStoreSource::new(settings.source.clone());
-    let cache = try_cache(&settings).await;
+    let cache = if args.no_cache {
+        None
+    } else {
+        try_cache(&settings).await
+    };
+    let fill = args.fill_budget.map(|budget| Fill { budget });
     let report = match &cache {
-        Some(cache) => materialise(cache, &origin, &spec, &identity, &args.pod.target).await,
+        Some(cache) => {
+            materialise_with(cache, &origin, &spec, &identity, &args.pod.target, fill).await
+        }
         None => {
             // An empty cache: every input is read from its origin.
             let empty = ObjectCache::new(Arc::new(MemorySink::default()), settings.layout.clone())?;
-            materialise(&empty, &origin, &spec, &identity, &args.pod.target).await
+            materialise_with(&empty, &origin, &spec, &identity, &args.pod.target, None).await
         }
     };
     let report = match report {

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use kfcache_parser::model::TASK_URI_SCHEME;
 use kfcache_prefetcher::{ArtifactSource, CacheSink, Manifest, ObjectCache, SourceObject};
 use serde::Serialize;
@@ -36,6 +37,9 @@ use crate::spec::{contained_path, input_cache_uri, Identity, SpecInput, TaskSpec
 
 /// Bytes read from the origin per request when an input misses.
 const ORIGIN_READ: u64 = 8 << 20;
+
+/// Objects of a directory input materialised at the same time.
+const DIRECTORY_CONCURRENCY: usize = 4;
 
 /// What happened to one file of one input.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -256,20 +260,29 @@ async fn materialise_input<S: CacheSink + ?Sized + 'static>(
                 .map_err(Error::cache(format!(
                     "looking up the objects under {prefix}"
                 )))?;
-            let mut files = Vec::new();
+            // Every destination is checked before anything is written.
+            let mut planned = Vec::with_capacity(objects.len());
             for object in objects {
                 let rel = relative(cache_uri, &object.uri);
                 let dest = contained_path(path, &input.name, &rel)?;
-                let outcome = match cached.get(&object.uri) {
-                    Some(manifest) => {
-                        one_object(cache, origin, manifest, Some(&object), false, &dest, fill)
-                            .await?
-                    }
-                    None => from_origin(origin, &object, &dest, "not cached", filler).await?,
-                };
-                files.push(report(&object.uri, &dest, outcome));
+                planned.push((object, dest));
             }
-            Ok(files)
+            // A few objects at a time: one request's latency hides behind another's bytes.
+            let cached = &cached;
+            futures::stream::iter(planned)
+                .map(|(object, dest)| async move {
+                    let outcome = match cached.get(&object.uri) {
+                        Some(manifest) => {
+                            one_object(cache, origin, manifest, Some(&object), false, &dest, fill)
+                                .await?
+                        }
+                        None => from_origin(origin, &object, &dest, "not cached", filler).await?,
+                    };
+                    Ok(report(&object.uri, &dest, outcome))
+                })
+                .buffered(DIRECTORY_CONCURRENCY)
+                .try_collect()
+                .await
         }
     }
 }
@@ -383,10 +396,15 @@ async fn from_origin<S: CacheSink + ?Sized + 'static>(
 ) -> Result<Outcome> {
     create_parent(path).await?;
     let temp = temp_name(path);
+    let begun = Instant::now();
     let mut writer = match filler {
         Some((cache, fill)) => begin_fill(cache, object, fill.budget).await,
         None => None,
     };
+    if writer.is_some() {
+        tracing::debug!(uri = %object.uri, seconds = begun.elapsed().as_secs_f64(), "made room and began the fill");
+    }
+    let copy_started = Instant::now();
     // Reads cover whole chunks so that each can go to the cache as it arrives.
     let read_size = match &writer {
         Some(writer) => {
@@ -433,8 +451,13 @@ async fn from_origin<S: CacheSink + ?Sized + 'static>(
         })
     }
     .await;
+    tracing::debug!(uri = %object.uri, size = object.size, seconds = copy_started.elapsed().as_secs_f64(), "copied from the origin");
     match (&outcome, writer) {
-        (Ok(_), Some(fill)) => fill.finish().await,
+        (Ok(_), Some(fill)) => {
+            let finishing = Instant::now();
+            fill.finish().await;
+            tracing::debug!(uri = %object.uri, seconds = finishing.elapsed().as_secs_f64(), "filled the cache");
+        }
         (Err(_), Some(fill)) => fill.abort().await,
         _ => {}
     }

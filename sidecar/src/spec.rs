@@ -231,7 +231,7 @@ pub fn parse_deadline(text: &str, start: DateTime<Utc>) -> Result<DateTime<Utc>>
     start.checked_add_signed(duration).ok_or_else(bad)
 }
 
-/// A duration written with units, as kfcache's flags and annotations take it: `90s`, `15m`,
+/// A duration written with units, as kfcache's flags and annotations take it: `20ms`, `90s`, `15m`,
 /// `2h`, `1d`, `1h30m`, `0.5h`. `None` for anything else (a bare number has no unit).
 pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     let mut rest = text.trim();
@@ -249,6 +249,7 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
         let (unit, after) = after.split_at(unit_len);
         total += number
             * match unit {
+                "ms" => 0.001,
                 "s" => 1.0,
                 "m" => 60.0,
                 "h" => 3600.0,
