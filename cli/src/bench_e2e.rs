@@ -95,6 +95,11 @@ pub struct E2eBenchArgs {
         value_delimiter = ','
     )]
     pub arms: Vec<ArmName>,
+    /// Replay against this S3 bucket instead of the one the pipeline names (its every
+    /// mention in the file and the profile is replaced), so that replays can run side by
+    /// side on one S3 server.
+    #[arg(long, value_name = "NAME")]
+    pub bucket: Option<String>,
     /// Where the report, results and plots go.
     #[arg(long, value_name = "DIR", default_value = "bench-e2e")]
     pub out: PathBuf,
@@ -312,6 +317,15 @@ fn split_s3(uri: &str) -> Option<(&str, &str)> {
     uri.strip_prefix("s3://")?.split_once('/')
 }
 
+/// The first `bucket:` named in a pipeline file.
+fn bucket_of(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let value = line.trim().strip_prefix("bucket:")?.trim();
+        let value = value.trim_matches(|c| c == '"' || c == '\'');
+        (!value.is_empty()).then(|| value.to_string())
+    })
+}
+
 /// Deterministic bytes for an object (the same every run for the same seed).
 fn content(uri: &str, size: u64, seed: u64) -> Bytes {
     let mut hash = seed ^ 0x9e37_79b9_7f4a_7c15;
@@ -397,8 +411,28 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
     if args.arms.is_empty() {
         bail!("--arms names no arm");
     }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let profile_path = args.profile.clone().or_else(|| {
+        let candidate = args.pipeline.with_extension("profile.yaml");
+        candidate.exists().then_some(candidate)
+    });
+    // With --bucket, the replay reads a copy of the pipeline that names it.
+    let pipeline_file = match &args.bucket {
+        Some(bucket) => {
+            let text = std::fs::read_to_string(&args.pipeline)
+                .with_context(|| format!("cannot read {}", args.pipeline.display()))?;
+            let original = bucket_of(&text).with_context(|| {
+                format!("{} names no S3 bucket to replace", args.pipeline.display())
+            })?;
+            let copy = args.out.join("pipeline.yaml");
+            std::fs::write(&copy, text.replace(&original, bucket))?;
+            copy
+        }
+        None => args.pipeline.clone(),
+    };
     let options = ParseOptions::default();
-    let mut pipelines = kfcache_parser::parse_file(&args.pipeline, &options)
+    let mut pipelines = kfcache_parser::parse_file(&pipeline_file, &options)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("cannot replay {}", args.pipeline.display()))?;
     if pipelines.len() != 1 {
@@ -410,11 +444,17 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
     }
     let pipeline = pipelines.remove(0);
     let dag = Dag::build(&pipeline).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let profile_path = args.profile.clone().or_else(|| {
-        let candidate = args.pipeline.with_extension("profile.yaml");
-        candidate.exists().then_some(candidate)
-    });
-    let profile = Profile::load(profile_path.as_deref(), args.scale, args.time_scale)?;
+    let mut profile = Profile::load(profile_path.as_deref(), args.scale, args.time_scale)?;
+    if let Some(bucket) = &args.bucket {
+        profile.inputs = profile
+            .inputs
+            .into_iter()
+            .map(|(uri, size)| match split_s3(&uri) {
+                Some((_, key)) => (format!("s3://{bucket}/{key}"), size),
+                None => (uri, size),
+            })
+            .collect();
+    }
 
     let mut settings = args.connection.resolve()?;
     let Some(origin_endpoint) = settings.source.s3_endpoint.clone() else {
@@ -478,8 +518,6 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
         .budget
         .unwrap_or_else(|| (read_bytes as f64 * 0.8) as u64);
 
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
     let work = args.out.join("work");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(work.join("logs"))?;
@@ -555,7 +593,7 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
 
     let stack = Arc::new(Stack {
         exe: std::env::current_exe().context("cannot find the kfcache binary")?,
-        pipeline_file: args.pipeline.clone(),
+        pipeline_file,
         pipeline: pipeline.clone(),
         profile,
         ignite: settings.client.addresses.join(","),

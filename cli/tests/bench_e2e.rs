@@ -33,6 +33,8 @@ fn short_replay_runs_three_arms_on_the_same_inputs_and_writes_the_report() {
         &ignite,
         "--s3-endpoint",
         &s3,
+        "--bucket",
+        &common::unique("e2e").to_lowercase(),
         "--out",
         out_dir.to_str().unwrap(),
     ]));
