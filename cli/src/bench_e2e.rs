@@ -514,9 +514,7 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
         })
         .sum();
     let read_bytes: u64 = external.values().sum::<u64>() + upstream_bytes;
-    let budget = args
-        .budget
-        .unwrap_or_else(|| (read_bytes as f64 * 0.8) as u64);
+    let budget = args.budget.unwrap_or((read_bytes as f64 * 0.8) as u64);
 
     let work = args.out.join("work");
     let _ = std::fs::remove_dir_all(&work);

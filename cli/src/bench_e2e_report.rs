@@ -332,8 +332,9 @@ pub fn write(out: &Path, config: &Config, reps: &[RepResult]) -> Result<String> 
     std::fs::write(out.join("wait.svg"), wait_svg)?;
     let makespan_svg = box_plot_svg("Pipeline makespan", "seconds", &series(&|r| r.makespan_s))?;
     std::fs::write(out.join("makespan.svg"), makespan_svg)?;
-    let gantt_rep = of(ArmName::Kfcache)
-        .last()
+    let gantt_rep = reps
+        .iter()
+        .rfind(|r| r.arm == ArmName::Kfcache)
         .or_else(|| reps.last())
         .context("no rep to draw")?;
     std::fs::write(out.join("gantt.svg"), gantt(gantt_rep)?)?;
