@@ -886,7 +886,7 @@ fn declared(template: &Value, side: &str) -> (BTreeMap<String, Declared>, BTreeS
                 a.name.clone(),
                 Declared {
                     path: a.path.clone(),
-                    location: artifacts::location(a, &no_vars),
+                    location: artifacts::location(a, &no_vars).ok().flatten(),
                 },
             )
         })

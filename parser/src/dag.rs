@@ -5,9 +5,9 @@
 //! dependencies on unknown tasks and cycles are refused here, the way Argo's
 //! `validate.go` (`verifyNoCycles`) refuses them, but with the whole cycle named.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
-use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
 
@@ -37,7 +37,11 @@ impl Dag {
                 });
             }
         }
+        // One edge per distinct dependency, checked in a set: petgraph's `update_edge` scans the
+        // task's edges and would be quadratic in a task depending on thousands of others.
+        let mut seen: HashSet<NodeIndex> = HashSet::new();
         for (i, task) in pipeline.tasks.iter().enumerate() {
+            seen.clear();
             for dependency in &task.depends_on {
                 let Some(&from) = by_id.get(dependency.as_str()) else {
                     return Err(Error::UnknownDependency {
@@ -52,7 +56,9 @@ impl Dag {
                         cycle: vec![task.id.clone(), task.id.clone()],
                     });
                 }
-                graph.update_edge(from, NodeIndex::new(i), ());
+                if seen.insert(from) {
+                    graph.add_edge(from, NodeIndex::new(i), ());
+                }
             }
         }
         let order = match toposort(&graph, None) {
@@ -132,26 +138,23 @@ fn stable_order(graph: &DiGraph<usize, ()>, n: usize) -> Vec<usize> {
     order
 }
 
-/// The nodes of one cycle through `start`, in edge order, with `start` repeated at the end.
+/// The nodes of one shortest cycle through `start`, in edge order, with `start` repeated at the
+/// end. A breadth-first search from `start` back to itself: iterative, so a long chain of
+/// tasks cannot overflow the stack the way a recursive strongly-connected-components pass
+/// could.
 fn cycle_through(graph: &DiGraph<usize, ()>, start: NodeIndex) -> Vec<NodeIndex> {
-    let component = tarjan_scc(graph)
-        .into_iter()
-        .find(|scc| scc.contains(&start))
-        .unwrap_or_else(|| vec![start]);
-    // Breadth-first search from `start` back to `start` inside the component.
-    let inside: std::collections::HashSet<NodeIndex> = component.iter().copied().collect();
     let mut parent: HashMap<NodeIndex, NodeIndex> = HashMap::new();
-    let mut queue = std::collections::VecDeque::from([start]);
+    let mut queue = VecDeque::from([start]);
     while let Some(node) = queue.pop_front() {
         for next in graph.neighbors_directed(node, Direction::Outgoing) {
-            if !inside.contains(&next) {
-                continue;
-            }
             if next == start {
                 let mut path = vec![node];
                 let mut cur = node;
                 while cur != start {
-                    cur = parent[&cur];
+                    match parent.get(&cur) {
+                        Some(&up) => cur = up,
+                        None => break,
+                    }
                     path.push(cur);
                 }
                 path.reverse();

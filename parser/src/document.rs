@@ -2,20 +2,35 @@
 //!
 //! Documents are split on `---` lines by hand before serde_yaml sees them, so that every
 //! document knows its own first line and every YAML error can be reported against the line in
-//! the *file*, not within the document. serde_yaml already refuses alias bombs ("repetition
-//! limit exceeded") and very deep nesting ("recursion limit exceeded"); the byte limit below
-//! keeps a single huge file from being read at all.
+//! the *file*, not within the document.
+//!
+//! Three limits (see [`crate::limits`]) guard the reading: content over
+//! [`MAX_FILE_BYTES`] is refused before it is parsed (and a file is never read past it, so a
+//! FIFO or device cannot feed it forever); serde_yaml's recursion limit refuses nesting deeper
+//! than [`MAX_YAML_DEPTH`]; and each document's value is built by `Budgeted`, which counts
+//! the nodes and scalar bytes that alias expansion produces against
+//! [`limits::yaml_expansion_budget`]. serde_yaml's own repetition limit stops the classic
+//! "billion laughs" early, but not an anchored list of *n* items aliased *n* times. Flow
+//! collections nested past the depth limit are refused by a linear pre-scan
+//! (`nesting.rs`) before libyaml reads them, because libyaml's scanner is quadratic in
+//! their depth.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use serde_yaml::Value;
+use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, Visitor};
+use serde_yaml::mapping::Entry;
+use serde_yaml::value::{Tag, TaggedValue};
+use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Location, Result};
+use crate::limits::{self, MAX_YAML_DEPTH};
 
-/// Files larger than this are refused before they are parsed.
-pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+pub use crate::limits::MAX_FILE_BYTES;
 
 /// One YAML document of a file.
 #[derive(Debug, Clone)]
@@ -38,8 +53,28 @@ pub struct Document {
 struct LineIndex {
     /// Byte range of each line's text with indentation and a leading `- ` removed.
     trimmed: Vec<(usize, usize)>,
-    /// The value of every `name: X` line (quotes removed) → its file lines, ascending.
+    /// The value of every `name: X` entry (quotes removed), in block style or on a flow-style
+    /// line, → its file lines, ascending. Indexed once, so that locating each of thousands of
+    /// tasks does not scan the whole document again.
     names: HashMap<String, Vec<usize>>,
+    /// The text before the first `:` of every line that has one (trimmed as in `trimmed`) →
+    /// its file lines, ascending: [`Document::find_line_after`] of a `key:` needle.
+    keys: HashMap<String, Vec<usize>>,
+}
+
+impl LineIndex {
+    fn add_name(&mut self, value: &str, file_line: usize) {
+        let value = value.trim();
+        let unquoted = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(value);
+        let lines = self.names.entry(unquoted.to_string()).or_default();
+        if lines.last() != Some(&file_line) {
+            lines.push(file_line);
+        }
+    }
 }
 
 impl Document {
@@ -81,18 +116,30 @@ impl Document {
                     .map_or(&body[indent..], str::trim_start);
                 let start = offset + (body.len() - rest.len());
                 index.trimmed.push((start, offset + body.len()));
-                if let Some(value) = rest.strip_prefix("name: ") {
-                    let value = value.trim();
-                    let unquoted = value
-                        .strip_prefix('"')
-                        .and_then(|v| v.strip_suffix('"'))
-                        .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                        .unwrap_or(value);
+                let file_line = self.first_line + i;
+                if let Some((key, _)) = rest.split_once(':') {
                     index
-                        .names
-                        .entry(unquoted.to_string())
+                        .keys
+                        .entry(key.to_string())
                         .or_default()
-                        .push(self.first_line + i);
+                        .push(file_line);
+                }
+                if let Some(value) = rest.strip_prefix("name: ") {
+                    index.add_name(value, file_line);
+                } else if rest.starts_with('{') {
+                    // Flow style (`- {name: train, template: t}`): every `name: X` entry on the
+                    // line, as a task's or a parameter's name.
+                    let mut from = 0;
+                    while let Some(found) = rest[from..].find("name: ") {
+                        let at = from + found;
+                        let after = at + "name: ".len();
+                        if matches!(rest[..at].chars().next_back(), Some('{' | ' ' | ',')) {
+                            let value = &rest[after..];
+                            let end = value.find([',', '}']).unwrap_or(value.len());
+                            index.add_name(&value[..end], file_line);
+                        }
+                        from = after;
+                    }
                 }
                 offset += line.len();
             }
@@ -114,6 +161,11 @@ impl Document {
     /// Like [`Document::find_line`], but only at or after file line `after`.
     pub fn find_line_after(&self, needle: &str, after: usize) -> Option<usize> {
         let index = self.index();
+        if let Some(key) = needle.strip_suffix(':').filter(|k| !k.contains(':')) {
+            let lines = index.keys.get(key)?;
+            let at = lines.partition_point(|&l| l < after);
+            return lines.get(at).copied();
+        }
         let skip = after.saturating_sub(self.first_line);
         index
             .trimmed
@@ -156,28 +208,50 @@ pub enum DocKind {
 }
 
 /// Read a file and split it into documents. Empty documents (only comments) are dropped; a file
-/// with no document at all is an [`Error::EmptyDocument`].
+/// with no document at all is an [`Error::EmptyDocument`]. A file over [`MAX_FILE_BYTES`] is
+/// refused without being read past the limit.
 pub fn read_file(path: &Path) -> Result<Vec<Document>> {
-    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.into(),
         source,
-    })?;
-    if meta.len() > MAX_FILE_BYTES {
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let too_large = |size: u64| Error::TooLarge {
+        at: Location::file(path),
+        size,
+        limit: MAX_FILE_BYTES,
+    };
+    let size = file.metadata().map_err(io)?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(too_large(size));
+    }
+    // The size above is only a hint (a FIFO or a device reports 0, a file may grow): read at
+    // most one byte more than the limit, so going over it is seen without reading further.
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    split_bytes(path, &bytes)
+}
+
+/// Split the content of `path` into parsed documents: refused when over [`MAX_FILE_BYTES`]
+/// or not UTF-8 text (a leading byte-order mark is dropped).
+pub fn split_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<Document>> {
+    if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(Error::TooLarge {
             at: Location::file(path),
-            size: meta.len(),
+            size: bytes.len() as u64,
             limit: MAX_FILE_BYTES,
         });
     }
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.into(),
-        source,
-    })?;
-    let text = String::from_utf8(bytes).map_err(|e| Error::Yaml {
+    let text = std::str::from_utf8(bytes).map_err(|e| Error::Yaml {
         at: Location::file(path),
         message: format!("not UTF-8 text ({e})"),
     })?;
-    split_documents(path, &text)
+    split_documents(path, text)
 }
 
 /// Split `text` (the contents of `path`) into parsed documents.
@@ -192,27 +266,7 @@ pub fn split_documents(path: &Path, text: &str) -> Result<Vec<Document>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut documents = Vec::new();
     for (first_line, chunk) in raw_chunks(text) {
-        let value: Value = match serde_yaml::from_str(&chunk) {
-            Ok(v) => v,
-            Err(e) => {
-                let (line, column) = match e.location() {
-                    Some(loc) => (
-                        Some(first_line + loc.line().saturating_sub(1)),
-                        Some(loc.column()),
-                    ),
-                    None => (None, None),
-                };
-                let message = strip_serde_location(&e.to_string());
-                return Err(Error::Yaml {
-                    at: Location {
-                        file: path.into(),
-                        line,
-                        column,
-                    },
-                    message,
-                });
-            }
-        };
+        let value = load(path, first_line, &chunk)?;
         if value.is_null() {
             continue;
         }
@@ -225,6 +279,236 @@ pub fn split_documents(path: &Path, text: &str) -> Result<Vec<Document>> {
         });
     }
     Ok(documents)
+}
+
+/// Parse one document's text into its value, within the limits of [`crate::limits`]; errors
+/// are located in the file (the document starts on `first_line`).
+fn load(path: &Path, first_line: usize, chunk: &str) -> Result<Value> {
+    let too_deep = |line: Option<usize>, column: Option<usize>| Error::LimitExceeded {
+        at: Location {
+            file: path.into(),
+            line,
+            column,
+        },
+        what: "YAML nested too deeply".to_string(),
+        limit: format!("{MAX_YAML_DEPTH} levels of nesting"),
+    };
+    // Before libyaml, whose scanner is quadratic in the depth of flow collections.
+    if let Some((line, column)) = crate::nesting::flow_too_deep(chunk, MAX_YAML_DEPTH) {
+        return Err(too_deep(Some(first_line + line - 1), Some(column)));
+    }
+    let budget = Budget {
+        remaining: Cell::new(limits::yaml_expansion_budget(chunk.len())),
+        exceeded: Cell::new(false),
+    };
+    let deserializer = serde_yaml::Deserializer::from_str(chunk);
+    let error = match (Budgeted { budget: &budget }).deserialize(deserializer) {
+        Ok(value) => return Ok(value),
+        Err(error) => error,
+    };
+    let (line, column) = match error.location() {
+        Some(loc) => (
+            Some(first_line + loc.line().saturating_sub(1)),
+            Some(loc.column()),
+        ),
+        None => (None, None),
+    };
+    let at = Location {
+        file: path.into(),
+        line,
+        column,
+    };
+    let message = strip_serde_location(&error.to_string());
+    let limit = |what: &str, limit: String| Error::LimitExceeded {
+        at: at.clone(),
+        what: what.to_string(),
+        limit,
+    };
+    Err(if budget.exceeded.get() {
+        limit(
+            "YAML aliases expand the document to more nodes and bytes than it could hold \
+             without them",
+            format!(
+                "{} units for this document: {}\u{d7} its {} bytes + {}",
+                limits::yaml_expansion_budget(chunk.len()),
+                limits::YAML_EXPANSION_FACTOR,
+                chunk.len(),
+                limits::YAML_EXPANSION_ALLOWANCE
+            ),
+        )
+    } else if message.starts_with("recursion limit exceeded") {
+        too_deep(at.line, at.column)
+    } else if message.starts_with("repetition limit exceeded") {
+        limit(
+            "YAML aliases repeat content too many times (an alias bomb)",
+            "100 alias expansions per event of the document (serde_yaml)".to_string(),
+        )
+    } else {
+        Error::Yaml { at, message }
+    })
+}
+
+/// What is left of a document's expansion budget; `exceeded` tells a budget error apart from
+/// serde_yaml's own errors.
+#[derive(Debug)]
+struct Budget {
+    remaining: Cell<u64>,
+    exceeded: Cell<bool>,
+}
+
+impl Budget {
+    fn charge<E: de::Error>(&self, cost: usize) -> std::result::Result<(), E> {
+        let cost = (cost as u64).saturating_add(1);
+        match self.remaining.get().checked_sub(cost) {
+            Some(left) => {
+                self.remaining.set(left);
+                Ok(())
+            }
+            None => {
+                self.exceeded.set(true);
+                Err(E::custom("YAML alias expansion over budget"))
+            }
+        }
+    }
+}
+
+/// Builds a [`serde_yaml::Value`] the way its own `Deserialize` does (duplicate keys refused,
+/// tags kept), charging every node and scalar byte to the document's [`Budget`].
+#[derive(Debug, Clone, Copy)]
+struct Budgeted<'b> {
+    budget: &'b Budget,
+}
+
+impl<'de> DeserializeSeed<'de> for Budgeted<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Budgeted<'_> {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any YAML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Value, E> {
+        self.budget.charge(0)?;
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E: de::Error>(self, i: i64) -> Result<Value, E> {
+        self.budget.charge(0)?;
+        Ok(Value::Number(i.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, u: u64) -> Result<Value, E> {
+        self.budget.charge(0)?;
+        Ok(Value::Number(u.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<Value, E> {
+        self.budget.charge(0)?;
+        Ok(Value::Number(f.into()))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
+        self.budget.charge(s.len())?;
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Value, E> {
+        self.budget.charge(s.len())?;
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        self.budget.charge(0)?;
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        self.deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        self.budget.charge(0)?;
+        let mut sequence = Vec::new();
+        while let Some(item) = items.next_element_seed(self)? {
+            sequence.push(item);
+        }
+        Ok(Value::Sequence(sequence))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Value, A::Error> {
+        self.budget.charge(0)?;
+        let mut mapping = Mapping::new();
+        while let Some(key) = entries.next_key_seed(self)? {
+            match mapping.entry(key) {
+                Entry::Occupied(entry) => {
+                    let key = match entry.key() {
+                        Value::Null => "with null key".to_string(),
+                        Value::Bool(b) => format!("with key `{b}`"),
+                        Value::Number(n) => format!("with key {n}"),
+                        Value::String(s) => format!("with key {s:?}"),
+                        Value::Sequence(_) | Value::Mapping(_) | Value::Tagged(_) => {
+                            "in YAML map".to_string()
+                        }
+                    };
+                    return Err(de::Error::custom(format!("duplicate entry {key}")));
+                }
+                Entry::Vacant(entry) => {
+                    entry.insert(entries.next_value_seed(self)?);
+                }
+            }
+        }
+        Ok(Value::Mapping(mapping))
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        use serde::de::VariantAccess;
+        let (tag, contents) = data.variant_seed(TagSeed)?;
+        self.budget.charge(tag.to_string().len())?;
+        let value = contents.newtype_variant_seed(self)?;
+        Ok(Value::Tagged(Box::new(TaggedValue { tag, value })))
+    }
+}
+
+/// A YAML tag, as serde_yaml hands it to a visitor of a tagged value.
+#[derive(Debug, Clone, Copy)]
+struct TagSeed;
+
+impl<'de> DeserializeSeed<'de> for TagSeed {
+    type Value = Tag;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Tag, D::Error> {
+        deserializer.deserialize_string(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TagSeed {
+    type Value = Tag;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a YAML tag string")
+    }
+
+    fn visit_str<E: de::Error>(self, tag: &str) -> Result<Tag, E> {
+        self.visit_string(tag.to_owned())
+    }
+
+    fn visit_string<E: de::Error>(self, tag: String) -> Result<Tag, E> {
+        if tag.is_empty() {
+            return Err(E::custom("empty YAML tag is not allowed"));
+        }
+        Ok(Tag::new(tag))
+    }
 }
 
 /// serde_yaml appends " at line L column C" to its messages; the location is reported
@@ -375,6 +659,6 @@ mod tests {
             ));
         }
         let err = split_documents(Path::new("bomb.yaml"), &text).expect_err("refused");
-        assert!(matches!(err, Error::Yaml { .. }), "{err}");
+        assert!(matches!(err, Error::LimitExceeded { .. }), "{err}");
     }
 }

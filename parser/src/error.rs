@@ -108,6 +108,15 @@ pub enum Error {
         template: String,
         limit: usize,
     },
+
+    /// One of the limits of [`crate::limits`] that keep hostile input from exhausting memory,
+    /// time or the stack. `what` says what grew too large, `limit` the bound it broke.
+    #[error("{at}: over a parser limit: {what} (the limit is {limit})")]
+    LimitExceeded {
+        at: Location,
+        what: String,
+        limit: String,
+    },
 }
 
 impl Error {
@@ -126,7 +135,8 @@ impl Error {
             | Error::DuplicateTask { at, .. }
             | Error::Cycle { at, .. }
             | Error::DependsExpression { at, .. }
-            | Error::TooDeep { at, .. } => Some(at),
+            | Error::TooDeep { at, .. }
+            | Error::LimitExceeded { at, .. } => Some(at),
         }
     }
 

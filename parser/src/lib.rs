@@ -10,13 +10,20 @@
 //!
 //! Every pipeline a front end returns is then checked by [`dag::Dag::build`] (unknown
 //! dependencies, duplicate ids, cycles), so callers only ever see a model whose edges are sound.
+//!
+//! Input is not trusted: [`limits`] lists every bound (file size, YAML nesting and alias
+//! expansion, substituted values, loop fan-out, template depth, the size of the flattened
+//! pipeline) that turns a hostile file into a located error instead of exhausted memory, time
+//! or stack. `fuzz/` at the repository root fuzzes [`parse_bytes`].
 
 pub mod argo;
 pub mod dag;
 pub mod document;
 pub mod error;
 pub mod kfp;
+pub mod limits;
 pub mod model;
+mod nesting;
 pub mod params;
 pub mod schedule;
 
@@ -38,6 +45,14 @@ pub struct ParseOptions {
 /// Parse every pipeline in a file and validate its DAG.
 pub fn parse_file(path: &Path, options: &ParseOptions) -> Result<Vec<Pipeline>> {
     let documents = document::read_file(path)?;
+    parse_owned(path, documents, options)
+}
+
+/// Parse pipelines from the bytes of a file's content, reporting errors against `path`: what
+/// [`parse_file`] does once the file is read, and the entry point the fuzz target drives.
+/// Content over [`limits::MAX_FILE_BYTES`] or not UTF-8 is refused before any YAML is read.
+pub fn parse_bytes(path: &Path, bytes: &[u8], options: &ParseOptions) -> Result<Vec<Pipeline>> {
+    let documents = document::split_bytes(path, bytes)?;
     parse_owned(path, documents, options)
 }
 

@@ -197,6 +197,39 @@ impl Task {
             line: None,
         }
     }
+
+    /// Roughly the bytes the task takes in memory: its own size plus each of its strings
+    /// with its header. What [`crate::limits::MAX_PIPELINE_BYTES`] counts.
+    pub fn approximate_bytes(&self) -> usize {
+        fn string(s: &str) -> usize {
+            s.len() + std::mem::size_of::<String>()
+        }
+        fn optional(s: &Option<String>) -> usize {
+            s.as_deref().map_or(0, string)
+        }
+        let map = |m: &BTreeMap<String, String>| -> usize {
+            m.iter().map(|(k, v)| string(k) + string(v)).sum()
+        };
+        std::mem::size_of::<Task>()
+            + string(&self.id)
+            + string(&self.name)
+            + string(&self.template)
+            + self.depends_on.iter().map(|d| string(d)).sum::<usize>()
+            + optional(&self.condition)
+            + map(&self.params)
+            + map(&self.node_selector)
+            + optional(&self.image)
+            + self
+                .inputs
+                .iter()
+                .map(|i| string(&i.name) + optional(&i.source) + optional(&i.path))
+                .sum::<usize>()
+            + self
+                .outputs
+                .iter()
+                .map(|o| string(&o.name) + optional(&o.location) + optional(&o.path))
+                .sum::<usize>()
+    }
 }
 
 /// An input artifact of a task.

@@ -6,19 +6,28 @@
 //! that the flattener resolves to `task://<producer>/<artifact>`.
 
 use super::raw::Artifact;
-use super::substitute::{substitute, Vars};
+use super::substitute::{substitute, TooLong, Vars};
 
-/// The URI of an artifact's explicit location, if it declares one.
-pub fn location(artifact: &Artifact, vars: &Vars) -> Option<String> {
+/// The URI of an artifact's explicit location, if it declares one; [`TooLong`] when
+/// substituting its placeholders would make it too long.
+pub fn location(artifact: &Artifact, vars: &Vars) -> Result<Option<String>, TooLong> {
     let s = |text: &str| substitute(text, vars);
     let bucket_key = |scheme: &str, bucket: &Option<String>, key: &Option<String>| {
-        let key = key.as_deref().map(|k| s(k.trim_start_matches('/')));
-        match (bucket.as_deref().map(s).filter(|b| !b.is_empty()), key) {
+        let key = key
+            .as_deref()
+            .map(|k| s(k.trim_start_matches('/')))
+            .transpose()?;
+        let bucket = bucket
+            .as_deref()
+            .map(s)
+            .transpose()?
+            .filter(|b| !b.is_empty());
+        Ok(match (bucket, key) {
             (Some(bucket), Some(key)) => Some(format!("{scheme}://{bucket}/{key}")),
             (Some(bucket), None) => Some(format!("{scheme}://{bucket}")),
             (None, Some(key)) => Some(format!("artifact-repository://{key}")),
             (None, None) => None,
-        }
+        })
     };
     if let Some(loc) = &artifact.s3 {
         return bucket_key("s3", &loc.bucket, &loc.key);
@@ -30,56 +39,65 @@ pub fn location(artifact: &Artifact, vars: &Vars) -> Option<String> {
         return bucket_key("oss", &loc.bucket, &loc.key);
     }
     if let Some(loc) = &artifact.http {
-        return loc.url.as_deref().map(s);
+        return loc.url.as_deref().map(s).transpose();
     }
     if let Some(loc) = &artifact.artifactory {
-        return loc.url.as_deref().map(s);
+        return loc.url.as_deref().map(s).transpose();
     }
     if let Some(loc) = &artifact.git {
-        return loc.repo.as_deref().map(|repo| format!("git+{}", s(repo)));
+        return Ok(match loc.repo.as_deref() {
+            Some(repo) => Some(format!("git+{}", s(repo)?)),
+            None => None,
+        });
     }
     if artifact.raw.is_some() {
-        return Some("raw:".to_string());
+        return Ok(Some("raw:".to_string()));
     }
     if let Some(loc) = &artifact.azure {
-        let container = loc.container.as_deref().map(s).unwrap_or_default();
+        let container = loc.container.as_deref().map(s).transpose()?;
         let blob = loc
             .blob
             .as_deref()
             .map(|b| s(b.trim_start_matches('/')))
-            .unwrap_or_default();
-        return Some(format!("azure://{container}/{blob}"));
+            .transpose()?;
+        return Ok(Some(format!(
+            "azure://{}/{}",
+            container.unwrap_or_default(),
+            blob.unwrap_or_default()
+        )));
     }
     if let Some(loc) = &artifact.hdfs {
         let addresses = loc
             .addresses
             .iter()
             .map(|a| s(a))
-            .collect::<Vec<_>>()
+            .collect::<Result<Vec<_>, _>>()?
             .join(",");
         let path = loc
             .path
             .as_deref()
             .map(|p| s(p.trim_start_matches('/')))
+            .transpose()?
             .unwrap_or_default();
-        return Some(format!("hdfs://{addresses}/{path}"));
+        return Ok(Some(format!("hdfs://{addresses}/{path}")));
     }
     if let Some(loc) = &artifact.plugin {
-        let name = loc.name.as_deref().map(s).unwrap_or_default();
+        let name = loc.name.as_deref().map(s).transpose()?.unwrap_or_default();
         let key = loc
             .key
             .as_deref()
             .map(|k| s(k.trim_start_matches('/')))
+            .transpose()?
             .unwrap_or_default();
-        return Some(format!("plugin://{name}/{key}"));
+        return Ok(Some(format!("plugin://{name}/{key}")));
     }
     if let Some(key) = &artifact.key {
-        return Some(format!(
+        return Ok(Some(format!(
             "artifact-repository://{}",
-            s(key.trim_start_matches('/'))
-        ));
+            s(key.trim_start_matches('/'))?
+        )));
     }
-    None
+    Ok(None)
 }
 
 /// A reference to another artifact.
@@ -168,7 +186,9 @@ mod tests {
 
     #[test]
     fn every_location_type_becomes_a_uri() {
-        let v = Vars::from([("inputs.parameters.b".to_string(), "my-bucket".to_string())]);
+        let v: Vars = [("inputs.parameters.b".to_string(), "my-bucket".to_string())]
+            .into_iter()
+            .collect();
         let cases = [
             (
                 "{name: a, s3: {bucket: '{{inputs.parameters.b}}', key: /data/x.csv}}",
@@ -212,7 +232,11 @@ mod tests {
             ("{name: a, path: /tmp/a}", None),
         ];
         for (yaml, expected) in cases {
-            assert_eq!(location(&artifact(yaml), &v).as_deref(), expected, "{yaml}");
+            assert_eq!(
+                location(&artifact(yaml), &v).ok().flatten().as_deref(),
+                expected,
+                "{yaml}"
+            );
         }
     }
 

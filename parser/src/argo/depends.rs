@@ -14,8 +14,16 @@
 //! kfcache schedules on the optimistic path, so every task an expression mentions is a
 //! dependency, whatever result it is tested for; the parser's job is to find them all and to
 //! refuse expressions Argo would refuse.
+//!
+//! Hostile expressions are bounded: at most [`MAX_DEPENDS_TOKENS`] tokens, parentheses and `!`
+//! nested at most 128 deep, and a run of operands joined by one operator (`a || b || …`) is
+//! built into a balanced tree, so that walking or dropping the tree never recurses deeper than
+//! a few dozen levels.
 
+use std::collections::HashSet;
 use std::fmt;
+
+use crate::limits::MAX_DEPENDS_TOKENS;
 
 /// Task results a `depends` operand may test.
 pub const RESULTS: &[&str] = &[
@@ -56,21 +64,22 @@ impl Expr {
     /// Task names mentioned, in order of first mention, without repeats.
     pub fn tasks(&self) -> Vec<String> {
         let mut names = Vec::new();
-        self.collect(&mut names);
+        let mut seen = HashSet::new();
+        self.collect(&mut names, &mut seen);
         names
     }
 
-    fn collect(&self, names: &mut Vec<String>) {
+    fn collect<'e>(&'e self, names: &mut Vec<String>, seen: &mut HashSet<&'e str>) {
         match self {
             Expr::Task { name, .. } => {
-                if !names.contains(name) {
+                if seen.insert(name) {
                     names.push(name.clone());
                 }
             }
-            Expr::Not(inner) => inner.collect(names),
+            Expr::Not(inner) => inner.collect(names, seen),
             Expr::And(a, b) | Expr::Or(a, b) => {
-                a.collect(names);
-                b.collect(names);
+                a.collect(names, seen);
+                b.collect(names, seen);
             }
         }
     }
@@ -79,6 +88,12 @@ impl Expr {
 /// Parse a `depends` expression.
 pub fn parse(expression: &str) -> Result<Expr, ParseError> {
     let tokens = tokenize(expression)?;
+    if tokens.len() > MAX_DEPENDS_TOKENS {
+        return Err(ParseError(format!(
+            "the expression has {} tokens, over the limit of {MAX_DEPENDS_TOKENS}",
+            tokens.len()
+        )));
+    }
     if tokens.is_empty() {
         return Err(ParseError("the expression is empty".into()));
     }
@@ -185,23 +200,21 @@ impl Parser {
     }
 
     fn or(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.and()?;
+        let mut operands = vec![self.and()?];
         while self.peek() == Some(&Token::Or) {
             self.pos += 1;
-            let right = self.and()?;
-            left = Expr::Or(Box::new(left), Box::new(right));
+            operands.push(self.and()?);
         }
-        Ok(left)
+        balanced(operands, Expr::Or).ok_or_else(|| ParseError("the expression is empty".into()))
     }
 
     fn and(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.unary()?;
+        let mut operands = vec![self.unary()?];
         while self.peek() == Some(&Token::And) {
             self.pos += 1;
-            let right = self.unary()?;
-            left = Expr::And(Box::new(left), Box::new(right));
+            operands.push(self.unary()?);
         }
-        Ok(left)
+        balanced(operands, Expr::And).ok_or_else(|| ParseError("the expression is empty".into()))
     }
 
     fn unary(&mut self) -> Result<Expr, ParseError> {
@@ -238,6 +251,20 @@ impl Parser {
             )),
         }
     }
+}
+
+/// Operands joined by one associative operator, as a tree of logarithmic depth; the operands
+/// keep their order from left to right. Two operands make `join(a, b)`, as a left fold would.
+/// `None` only for no operands at all.
+fn balanced(mut operands: Vec<Expr>, join: fn(Box<Expr>, Box<Expr>) -> Expr) -> Option<Expr> {
+    if operands.len() <= 1 {
+        return operands.pop();
+    }
+    let right = operands.split_off(operands.len().div_ceil(2));
+    Some(join(
+        Box::new(balanced(operands, join)?),
+        Box::new(balanced(right, join)?),
+    ))
 }
 
 fn operand(word: &str) -> Result<Expr, ParseError> {
@@ -324,6 +351,23 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "accepted `{bad}`");
         }
+    }
+
+    #[test]
+    fn long_chains_build_shallow_trees() {
+        fn depth(expr: &Expr) -> usize {
+            match expr {
+                Expr::Task { .. } => 1,
+                Expr::Not(inner) => 1 + depth(inner),
+                Expr::And(a, b) | Expr::Or(a, b) => 1 + depth(a).max(depth(b)),
+            }
+        }
+        let names: Vec<String> = (0..50_000).map(|i| format!("t{i}")).collect();
+        let expr = parse(&names.join(" || ")).expect("valid");
+        assert!(depth(&expr) <= 20, "depth {}", depth(&expr));
+        assert_eq!(expr.tasks(), names);
+        let expr = parse("a && b && c || d").expect("valid");
+        assert_eq!(expr.tasks(), ["a", "b", "c", "d"]);
     }
 
     #[test]

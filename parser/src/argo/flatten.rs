@@ -18,20 +18,21 @@ use std::sync::Arc;
 use super::artifacts::{self, ArtifactRef};
 use super::depends;
 use super::raw::{self, Call, Template};
-use super::substitute::{substitute, uniform_item_vars, Vars};
+use super::substitute::{substitute, uniform_item_vars, TooLong, Vars};
 use super::{parameter_values, Resolver, TemplateSet};
 use crate::error::{Error, Location, Result};
+use crate::limits::{self, PipelineBudget, MAX_FAN_OUT, MAX_VALUE_BYTES};
 use crate::model::{
     task_output_uri, FanOut, Input, Output, Pipeline, PipelineKind, Task, TaskKind, TaskRole,
 };
 use crate::params::flags_from_args;
 
 /// How deep templates may nest (and recursive templates expand) before expansion stops.
-pub const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = limits::MAX_TEMPLATE_DEPTH;
 
 /// How many calls one workflow may expand into, so that templates nested wide and deep (each
 /// level calling the next several times) cannot grow without bound.
-pub const MAX_EXPANDED_CALLS: usize = 50_000;
+pub const MAX_EXPANDED_CALLS: usize = limits::MAX_EXPANDED_TASKS;
 
 /// GPU resource names counted into [`Task::gpus`].
 const GPU_RESOURCES: &[&str] = &["nvidia.com/gpu", "amd.com/gpu"];
@@ -45,10 +46,10 @@ pub(crate) fn flatten(
 ) -> Result<Pipeline> {
     let spec = &set.spec;
     let parameters = parameter_values(&spec.arguments.parameters);
-    let mut workflow_vars = Vars::new();
-    for (name, value) in &parameters {
-        workflow_vars.insert(format!("workflow.parameters.{name}"), value.clone());
-    }
+    let workflow_vars: Vars = parameters
+        .iter()
+        .map(|(name, value)| (format!("workflow.parameters.{name}"), value.clone()))
+        .collect();
     let mut claims = BTreeMap::new();
     for volume in &spec.volumes {
         if let Some(claim) = &volume.persistent_volume_claim {
@@ -63,8 +64,17 @@ pub(crate) fn flatten(
     let node_selector = spec
         .node_selector
         .iter()
-        .map(|(k, v)| (k.clone(), substitute(v.as_str(), &workflow_vars)))
-        .collect();
+        .map(|(k, v)| {
+            let value = substitute(v.as_str(), &workflow_vars).map_err(|_| {
+                too_long(
+                    path,
+                    set.document.find_line("nodeSelector:"),
+                    format_args!("node selector `{k}`"),
+                )
+            })?;
+            Ok((k.clone(), value))
+        })
+        .collect::<Result<_>>()?;
     let parallelism = spec
         .parallelism
         .as_ref()
@@ -93,8 +103,10 @@ pub(crate) fn flatten(
         }
     };
 
+    let budget = PipelineBudget::new();
     let mut flattener = Flattener {
         path,
+        budget: &budget,
         resolver,
         workflow_vars: workflow_vars.clone(),
         claims,
@@ -174,9 +186,15 @@ pub(crate) fn flatten(
     for (hook_name, hook) in &spec.hooks {
         let call = hook_call(&format!("hooks.{hook_name}"), hook);
         let exit = hook_name == "exit";
-        let scope = hook_scope(&root, exit, hook, &workflow_vars);
-        let incoming = if exit { main_sinks.clone() } else { Vec::new() };
         let line = set.document.find_line(&format!("{hook_name}:"));
+        let scope = hook_scope(&root, exit, hook, &workflow_vars).map_err(|_| {
+            too_long(
+                path,
+                line,
+                format_args!("the expression of hook `{hook_name}`"),
+            )
+        })?;
+        let incoming = if exit { main_sinks.clone() } else { Vec::new() };
         flattener.expand(
             &call,
             &call.name.clone(),
@@ -215,7 +233,12 @@ fn hook_call(name: &str, hook: &raw::LifecycleHook) -> Call {
 
 /// The scope a lifecycle hook runs in: its caller's, as an exit handler (`exit`) or a hook
 /// whose expression (placeholders substituted) is its condition.
-fn hook_scope(base: &Scope, exit: bool, hook: &raw::LifecycleHook, vars: &Vars) -> Scope {
+fn hook_scope(
+    base: &Scope,
+    exit: bool,
+    hook: &raw::LifecycleHook,
+    vars: &Vars,
+) -> std::result::Result<Scope, TooLong> {
     let mut scope = base.clone();
     scope.role = if exit {
         TaskRole::ExitHandler
@@ -223,9 +246,33 @@ fn hook_scope(base: &Scope, exit: bool, hook: &raw::LifecycleHook, vars: &Vars) 
         TaskRole::Hook
     };
     if let Some(expression) = &hook.expression {
-        scope.condition = Some(substitute(expression, vars));
+        scope.condition = Some(substitute(expression, vars)?);
     }
-    scope
+    Ok(scope)
+}
+
+/// [`substitute`], bounded: the result by [`MAX_VALUE_BYTES`], and together with every other
+/// value substituted by the pipeline's budget.
+fn substitute_within(
+    budget: &PipelineBudget,
+    path: &Path,
+    line: Option<usize>,
+    text: &str,
+    vars: &Vars,
+    what: std::fmt::Arguments<'_>,
+) -> Result<String> {
+    let value = substitute(text, vars).map_err(|_| too_long(path, line, what))?;
+    budget.charge(value.len(), || Location::at(path, line))?;
+    Ok(value)
+}
+
+/// The error for a value that placeholder substitution makes longer than [`MAX_VALUE_BYTES`].
+fn too_long(path: &Path, line: Option<usize>, what: std::fmt::Arguments<'_>) -> Error {
+    Error::LimitExceeded {
+        at: Location::at(path, line),
+        what: format!("{what} is too long after placeholder substitution"),
+        limit: format!("{MAX_VALUE_BYTES} bytes per value"),
+    }
 }
 
 /// What flows down from a caller into the template it calls.
@@ -269,6 +316,9 @@ struct Expansion {
 
 struct Flattener<'p, 'r, 'o> {
     path: &'p Path,
+    /// What is left of [`limits::MAX_PIPELINE_BYTES`], charged with every substituted value
+    /// and every task emitted.
+    budget: &'p PipelineBudget,
     resolver: &'r mut Resolver<'o>,
     workflow_vars: Vars,
     claims: BTreeMap<String, String>,
@@ -372,8 +422,15 @@ impl Flattener<'_, '_, '_> {
                 .cluster_scope
                 .as_ref()
                 .is_some_and(|c| c.as_str() == "true");
-            let name = substitute(&reference.name, &scope.vars);
-            let template_name = substitute(&reference.template, &scope.vars);
+            let too_long = |_| {
+                too_long(
+                    self.path,
+                    line,
+                    format_args!("the templateRef of `{referenced_by}`"),
+                )
+            };
+            let name = substitute(&reference.name, &scope.vars).map_err(too_long)?;
+            let template_name = substitute(&reference.template, &scope.vars).map_err(too_long)?;
             let set = self
                 .resolver
                 .find(&name, cluster, Some(&template_name))
@@ -398,11 +455,16 @@ impl Flattener<'_, '_, '_> {
                 line: template_line,
             });
         }
-        let name = call
-            .template
-            .as_deref()
-            .map(|t| substitute(t, &scope.vars))
-            .unwrap_or_default();
+        let name = match call.template.as_deref() {
+            Some(template) => substitute(template, &scope.vars).map_err(|_| {
+                too_long(
+                    self.path,
+                    line,
+                    format_args!("the template of `{referenced_by}`"),
+                )
+            })?,
+            None => String::new(),
+        };
         if name.is_empty() {
             return Err(Error::Invalid {
                 at: self.at(line),
@@ -464,25 +526,65 @@ impl Flattener<'_, '_, '_> {
 
         // Loop: fan-out and the item values that are the same for every item.
         let mut caller_vars = scope.vars.clone();
-        let loop_fan_out = if let Some(items) = &call.with_items {
+        // Instances of this call's own loop: `Some(None)` when known only at run time.
+        let (loop_count, loop_kind) = if let Some(items) = &call.with_items {
             caller_vars.extend(uniform_item_vars(items));
-            Some(FanOut::Count(
-                u32::try_from(items.len()).unwrap_or(u32::MAX),
-            ))
+            (Some(Some(items.len() as i128)), "withItems")
         } else if call.with_param.is_some() {
-            Some(FanOut::Dynamic)
+            (Some(None), "withParam")
+        } else if let Some(sequence) = &call.with_sequence {
+            (
+                Some(sequence_count(sequence, &scope.vars, &mut caller_vars)),
+                "withSequence",
+            )
         } else {
-            call.with_sequence
-                .as_ref()
-                .map(|sequence| sequence_fan_out(sequence, &scope.vars, &mut caller_vars))
+            (None, "")
         };
-        let fan_out = combine_fan_out(scope.fan_out, loop_fan_out);
+        let fan_out = match (scope.fan_out, loop_count) {
+            (outer, None) => outer,
+            (Some(FanOut::Dynamic), Some(_)) | (_, Some(None)) => Some(FanOut::Dynamic),
+            (outer, Some(Some(count))) => {
+                let outer = match outer {
+                    Some(FanOut::Count(n)) => i128::from(n),
+                    _ => 1,
+                };
+                let total = count.saturating_mul(outer);
+                match u32::try_from(total) {
+                    Ok(n) if total <= i128::from(MAX_FAN_OUT) => Some(FanOut::Count(n)),
+                    _ => {
+                        let nested = if outer > 1 {
+                            format!(", times {outer} of the loops it is nested in")
+                        } else {
+                            String::new()
+                        };
+                        return Err(Error::LimitExceeded {
+                            at: self.at(line),
+                            what: format!(
+                                "`{referenced_by}` fans out to {count} instances of its \
+                                 {loop_kind}{nested}"
+                            ),
+                            limit: format!("{MAX_FAN_OUT} known instances per task"),
+                        });
+                    }
+                }
+            }
+        };
 
-        let condition = match call
-            .when
-            .as_ref()
-            .map(|w| substitute(w.as_str(), &caller_vars))
-        {
+        let path = self.path;
+        let budget = self.budget;
+        let too_long = |what: std::fmt::Arguments<'_>| too_long(path, line, what);
+        let substitute = |text: &str, vars: &Vars, what: std::fmt::Arguments<'_>| {
+            substitute_within(budget, path, line, text, vars, what)
+        };
+        let when = match &call.when {
+            Some(when) => Some(substitute(
+                when.as_str(),
+                &caller_vars,
+                format_args!("the `when` of `{referenced_by}`"),
+            )?),
+            None => None,
+        };
+        let condition = match when {
             Some(when) if !when.trim().is_empty() => Some(match &scope.condition {
                 Some(outer) => format!("{outer} && {when}"),
                 None => when,
@@ -491,38 +593,45 @@ impl Flattener<'_, '_, '_> {
         };
 
         // Arguments, evaluated in the caller's scope.
-        let argument_values: BTreeMap<String, String> = call
-            .arguments
-            .parameters
-            .iter()
-            .filter_map(|p| {
-                let value = p.value.as_ref().or(p.default.as_ref())?;
-                Some((p.name.clone(), substitute(value.as_str(), &caller_vars)))
-            })
-            .collect();
-        let argument_artifacts: BTreeMap<String, Option<String>> = call
-            .arguments
-            .artifacts
-            .iter()
-            .map(|a| {
-                (
-                    a.name.clone(),
-                    artifact_source(a, &caller_vars, scope, siblings),
-                )
-            })
-            .collect();
+        let mut argument_values: BTreeMap<String, String> = BTreeMap::new();
+        for parameter in &call.arguments.parameters {
+            let Some(value) = parameter.value.as_ref().or(parameter.default.as_ref()) else {
+                continue;
+            };
+            let value = substitute(
+                value.as_str(),
+                &caller_vars,
+                format_args!("argument `{}` of `{referenced_by}`", parameter.name),
+            )?;
+            argument_values.insert(parameter.name.clone(), value);
+        }
+        let mut argument_artifacts: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for artifact in &call.arguments.artifacts {
+            let source =
+                artifact_source(artifact, &caller_vars, scope, siblings).map_err(|_| {
+                    too_long(format_args!(
+                        "artifact argument `{}` of `{referenced_by}`",
+                        artifact.name
+                    ))
+                })?;
+            argument_artifacts.insert(artifact.name.clone(), source);
+        }
 
         // The callee's scope.
         let mut vars = self.workflow_vars.clone();
         let mut input_parameters = BTreeMap::new();
         for parameter in &template.inputs.parameters {
-            let value = argument_values.get(&parameter.name).cloned().or_else(|| {
-                parameter
-                    .value
-                    .as_ref()
-                    .or(parameter.default.as_ref())
-                    .map(|v| substitute(v.as_str(), &vars))
-            });
+            let value = match argument_values.get(&parameter.name) {
+                Some(value) => Some(value.clone()),
+                None => match parameter.value.as_ref().or(parameter.default.as_ref()) {
+                    Some(value) => Some(substitute(
+                        value.as_str(),
+                        &vars,
+                        format_args!("input `{}` of template `{}`", parameter.name, template.name),
+                    )?),
+                    None => None,
+                },
+            };
             if let Some(value) = value {
                 input_parameters.insert(parameter.name.clone(), value);
             }
@@ -534,14 +643,29 @@ impl Flattener<'_, '_, '_> {
         for artifact in &template.inputs.artifacts {
             let source = match argument_artifacts.get(&artifact.name) {
                 Some(source) => source.clone(),
-                None => artifact_source(artifact, &vars, scope, &Siblings::new()),
+                None => {
+                    artifact_source(artifact, &vars, scope, &Siblings::new()).map_err(|_| {
+                        too_long(format_args!(
+                            "input artifact `{}` of template `{}`",
+                            artifact.name, template.name
+                        ))
+                    })?
+                }
             };
             input_artifacts.insert(artifact.name.clone(), source);
         }
         let mut claims = scope.claims.clone();
         for volume in &template.volumes {
             if let Some(claim) = &volume.persistent_volume_claim {
-                claims.insert(volume.name.clone(), substitute(&claim.claim_name, &vars));
+                let claim = substitute(
+                    &claim.claim_name,
+                    &vars,
+                    format_args!(
+                        "the claim of volume `{}` of template `{}`",
+                        volume.name, template.name
+                    ),
+                )?;
+                claims.insert(volume.name.clone(), claim);
             }
         }
 
@@ -584,6 +708,8 @@ impl Flattener<'_, '_, '_> {
             task.parallelism = scope.parallelism;
             task.role = scope.role;
             task.line = self.local_line(&scope.set, line);
+            self.budget
+                .charge(task.approximate_bytes(), || Location::at(path, line))?;
             out.push(task);
             return Ok(Expansion {
                 sinks: vec![id.clone()],
@@ -651,6 +777,8 @@ impl Flattener<'_, '_, '_> {
                 .iter()
                 .map(|o| (o.name.clone(), Some(task_output_uri(&task.id, &o.name))))
                 .collect();
+            self.budget
+                .charge(task.approximate_bytes(), || Location::at(path, line))?;
             out.push(task);
             Expansion {
                 sinks: vec![id.clone()],
@@ -689,7 +817,11 @@ impl Flattener<'_, '_, '_> {
         for (hook_name, hook) in &call.hooks {
             let handler = hook_call(&format!("hooks.{hook_name}"), hook);
             let exit = hook_name == "exit";
-            let handler_scope = hook_scope(scope, exit, hook, &caller_vars);
+            let handler_scope = hook_scope(scope, exit, hook, &caller_vars).map_err(|_| {
+                too_long(format_args!(
+                    "the expression of hook `{hook_name}` of `{id}`"
+                ))
+            })?;
             let mut hook_siblings = siblings.clone();
             if !call.name.is_empty() {
                 hook_siblings.insert(call.name.clone(), expansion.produced.clone());
@@ -770,13 +902,11 @@ impl Flattener<'_, '_, '_> {
                         message: e.to_string(),
                     }
                 })?;
-                for name in parsed {
-                    if !names.contains(&name) {
-                        names.push(name);
-                    }
-                }
+                names.extend(parsed);
             }
+            // Sets, not `Vec::contains`: a task may list thousands of dependencies.
             let mut indices = Vec::new();
+            let mut seen_indices = HashSet::new();
             for name in names {
                 let Some(&j) = index.get(name.as_str()) else {
                     return Err(Error::UnknownDependency {
@@ -785,7 +915,7 @@ impl Flattener<'_, '_, '_> {
                         dependency: name,
                     });
                 };
-                if !indices.contains(&j) {
+                if seen_indices.insert(j) {
                     indices.push(j);
                 }
             }
@@ -818,9 +948,10 @@ impl Flattener<'_, '_, '_> {
                 incoming.clone()
             } else {
                 let mut sinks = Vec::new();
+                let mut seen: HashSet<&str> = HashSet::new();
                 for &j in deps {
                     for sink in sinks_of.get(j).map(Vec::as_slice).unwrap_or(&[]) {
-                        if !sinks.contains(sink) {
+                        if seen.insert(sink) {
                             sinks.push(sink.clone());
                         }
                     }
@@ -878,7 +1009,8 @@ impl Flattener<'_, '_, '_> {
                 }
             }
         }
-        let produced = template_outputs(&resolved.template, scope, &siblings);
+        let produced = template_outputs(&resolved.template, scope, &siblings)
+            .map_err(|_| self.outputs_too_long(resolved))?;
         Ok(Expansion { sinks, produced })
     }
 
@@ -940,11 +1072,23 @@ impl Flattener<'_, '_, '_> {
                 previous = group_sinks;
             }
         }
-        let produced = template_outputs(&resolved.template, scope, &siblings);
+        let produced = template_outputs(&resolved.template, scope, &siblings)
+            .map_err(|_| self.outputs_too_long(resolved))?;
         Ok(Expansion {
             sinks: previous,
             produced,
         })
+    }
+
+    fn outputs_too_long(&self, resolved: &Resolved) -> Error {
+        too_long(
+            self.path,
+            self.local_line(&resolved.origin, resolved.line),
+            format_args!(
+                "an output artifact of template `{}`",
+                resolved.template.name
+            ),
+        )
     }
 
     /// One executable task.
@@ -962,6 +1106,11 @@ impl Flattener<'_, '_, '_> {
         let template = &resolved.template;
         let vars = &scope.vars;
         let at_template = || self.at(resolved.line.or(line));
+        let path = self.path;
+        let budget = self.budget;
+        let s = |text: &str, what: std::fmt::Arguments<'_>| {
+            substitute_within(budget, path, resolved.line.or(line), text, vars, what)
+        };
         let (kind, containers, set_mounts): (TaskKind, Vec<&raw::Container>, &[raw::VolumeMount]) =
             if let Some(container) = &template.container {
                 (TaskKind::Container, vec![container], &[])
@@ -1020,10 +1169,13 @@ impl Flattener<'_, '_, '_> {
             .and_then(|r| r.limit.as_ref())
             .and_then(|limit| parse_count(limit.as_str(), vars))
             .unwrap_or(0);
-        task.image = containers
-            .iter()
-            .find_map(|c| c.image.as_deref())
-            .map(|i| substitute(i, vars));
+        task.image = match containers.iter().find_map(|c| c.image.as_deref()) {
+            Some(image) => Some(s(
+                image,
+                format_args!("the image of template `{}`", template.name),
+            )?),
+            None => None,
+        };
         task.gpus = containers
             .iter()
             .map(|c| container_gpus(c, vars))
@@ -1031,7 +1183,11 @@ impl Flattener<'_, '_, '_> {
 
         let mut node_selector = self.node_selector.clone();
         for (key, value) in &template.node_selector {
-            node_selector.insert(key.clone(), substitute(value.as_str(), vars));
+            let value = s(
+                value.as_str(),
+                format_args!("node selector `{key}` of template `{}`", template.name),
+            )?;
+            node_selector.insert(key.clone(), value);
         }
         task.node_selector = node_selector;
 
@@ -1041,8 +1197,13 @@ impl Flattener<'_, '_, '_> {
                 .command
                 .iter()
                 .chain(&container.args)
-                .map(|w| substitute(w.as_str(), vars))
-                .collect();
+                .map(|w| {
+                    s(
+                        w.as_str(),
+                        format_args!("an argument of template `{}`", template.name),
+                    )
+                })
+                .collect::<Result<_>>()?;
             params.extend(flags_from_args(&words));
         }
         task.params = params;
@@ -1050,21 +1211,30 @@ impl Flattener<'_, '_, '_> {
         // Inputs: declared artifacts, then PVC mounts.
         for artifact in &template.inputs.artifacts {
             let source = scope.input_artifacts.get(&artifact.name).cloned().flatten();
+            let what = || format!("the path of input `{}`", artifact.name);
             task.inputs.push(Input {
                 name: artifact.name.clone(),
                 source,
-                path: artifact.path.as_deref().map(|p| substitute(p, vars)),
+                path: match artifact.path.as_deref() {
+                    Some(p) => Some(s(p, format_args!("{}", what()))?),
+                    None => None,
+                },
             });
         }
-        let mounts: Vec<(String, String)> = containers
+        let mut mounts: Vec<(String, String)> = Vec::new();
+        for mount in containers
             .iter()
             .flat_map(|c| c.volume_mounts.iter())
             .chain(set_mounts)
-            .filter_map(|m| {
-                let claim = scope.claims.get(&m.name)?;
-                Some((claim.clone(), substitute(&m.mount_path, vars)))
-            })
-            .collect();
+        {
+            if let Some(claim) = scope.claims.get(&mount.name) {
+                let mount_path = s(
+                    &mount.mount_path,
+                    format_args!("the mount path of volume `{}`", mount.name),
+                )?;
+                mounts.push((claim.clone(), mount_path));
+            }
+        }
         let mount_names: Vec<&str> = containers
             .iter()
             .flat_map(|c| c.volume_mounts.iter())
@@ -1086,8 +1256,19 @@ impl Flattener<'_, '_, '_> {
         // Outputs: artifacts, plus output parameters written under a PVC mount (KFP v1
         // `file_outputs` on volumes).
         for artifact in &template.outputs.artifacts {
-            let path = artifact.path.as_deref().map(|p| substitute(p, vars));
+            let what = || format!("output `{}` of template `{}`", artifact.name, template.name);
+            let path = match artifact.path.as_deref() {
+                Some(p) => Some(s(p, format_args!("{}", what()))?),
+                None => None,
+            };
             let location = artifacts::location(artifact, vars)
+                .map_err(|_| {
+                    too_long(
+                        self.path,
+                        resolved.line.or(line),
+                        format_args!("{}", what()),
+                    )
+                })?
                 .or_else(|| path.as_deref().and_then(|p| pvc_location(&mounts, p)));
             task.outputs.push(Output {
                 name: artifact.name.clone(),
@@ -1103,7 +1284,7 @@ impl Flattener<'_, '_, '_> {
             else {
                 continue;
             };
-            let path = substitute(path, vars);
+            let path = s(path, format_args!("output parameter `{}`", parameter.name))?;
             if let Some(location) = pvc_location(&mounts, &path) {
                 if !task.outputs.iter().any(|o| o.name == parameter.name) {
                     task.outputs.push(Output {
@@ -1140,22 +1321,20 @@ fn pvc_location(mounts: &[(String, String)], path: &str) -> Option<String> {
 }
 
 /// A nested template's output artifacts, resolved through its `from` references.
-fn template_outputs(template: &Template, scope: &Scope, siblings: &Siblings) -> Produced {
-    let outputs = template
-        .outputs
-        .artifacts
-        .iter()
-        .map(|a| {
-            (
-                a.name.clone(),
-                artifact_source(a, &scope.vars, scope, siblings),
-            )
-        })
-        .collect();
-    Produced {
+fn template_outputs(
+    template: &Template,
+    scope: &Scope,
+    siblings: &Siblings,
+) -> std::result::Result<Produced, TooLong> {
+    let mut outputs = BTreeMap::new();
+    for artifact in &template.outputs.artifacts {
+        let source = artifact_source(artifact, &scope.vars, scope, siblings)?;
+        outputs.insert(artifact.name.clone(), source);
+    }
+    Ok(Produced {
         outputs,
         leaf: None,
-    }
+    })
 }
 
 /// Where an artifact argument (or a declared input / nested output) comes from.
@@ -1164,25 +1343,28 @@ fn artifact_source(
     vars: &Vars,
     scope: &Scope,
     siblings: &Siblings,
-) -> Option<String> {
+) -> std::result::Result<Option<String>, TooLong> {
     let reference = match (&artifact.from, &artifact.from_expression) {
         (Some(from), _) => artifacts::parse_from(from),
         (None, Some(expression)) => artifacts::parse_from_expression(expression),
         (None, None) => return artifacts::location(artifact, vars),
     };
-    match reference? {
-        ArtifactRef::Input { artifact } => scope.input_artifacts.get(&artifact).cloned().flatten(),
-        ArtifactRef::Sibling { task, artifact } => {
-            let produced = siblings.get(&task)?;
-            match produced.outputs.get(&artifact) {
+    Ok(match reference {
+        None => None,
+        Some(ArtifactRef::Input { artifact }) => {
+            scope.input_artifacts.get(&artifact).cloned().flatten()
+        }
+        Some(ArtifactRef::Sibling { task, artifact }) => match siblings.get(&task) {
+            None => None,
+            Some(produced) => match produced.outputs.get(&artifact) {
                 Some(source) => source.clone(),
                 None => produced
                     .leaf
                     .as_deref()
                     .map(|leaf| task_output_uri(leaf, &artifact)),
-            }
-        }
-    }
+            },
+        },
+    })
 }
 
 /// GPUs one container asks for: limits, else requests, of each GPU resource.
@@ -1202,7 +1384,7 @@ fn container_gpus(container: &raw::Container, vars: &Vars) -> u32 {
 
 /// A non-negative integer after substitution (`"3"`, `3`, `"{{inputs.parameters.n}}"`).
 fn parse_count(text: &str, vars: &Vars) -> Option<u32> {
-    let text = substitute(text, vars);
+    let text = substitute(text, vars).ok()?;
     let text = text.trim().trim_matches(|c| c == '"' || c == '\'');
     text.parse::<u32>().ok().or_else(|| {
         let value = text.parse::<f64>().ok()?;
@@ -1211,52 +1393,43 @@ fn parse_count(text: &str, vars: &Vars) -> Option<u32> {
     })
 }
 
-/// `withSequence`: `count`, or `end - start + 1`; dynamic when not known statically. A single
-/// item also fixes `{{item}}`.
-fn sequence_fan_out(sequence: &raw::Sequence, vars: &Vars, caller_vars: &mut Vars) -> FanOut {
+/// `withSequence`: `count`, or `end - start + 1`; `None` (dynamic) when not known statically
+/// or negative. A single item also fixes `{{item}}`. The count is not bounded here: the
+/// caller refuses one over [`MAX_FAN_OUT`].
+fn sequence_count(sequence: &raw::Sequence, vars: &Vars, caller_vars: &mut Vars) -> Option<i128> {
     let start = match &sequence.start {
-        Some(start) => parse_i64(start.as_str(), vars),
+        Some(start) => parse_integer(start.as_str(), vars),
         None => Some(0),
     };
     let count = if let Some(count) = &sequence.count {
-        parse_i64(count.as_str(), vars)
+        parse_integer(count.as_str(), vars)?
     } else if let Some(end) = &sequence.end {
-        match (start, parse_i64(end.as_str(), vars)) {
-            (Some(start), Some(end)) => end
-                .checked_sub(start)
-                .and_then(i64::checked_abs)
-                .and_then(|n| n.checked_add(1)),
-            _ => None,
-        }
+        let end = parse_integer(end.as_str(), vars)?;
+        end.checked_sub(start?)?.checked_abs()?.checked_add(1)?
     } else {
-        None
+        return None;
     };
-    match count.and_then(|c| u32::try_from(c).ok()) {
-        Some(count) => {
-            if count == 1 {
-                if let Some(start) = start {
-                    caller_vars.insert("item".into(), start.to_string());
-                }
-            }
-            FanOut::Count(count)
-        }
-        None => FanOut::Dynamic,
+    if count < 0 {
+        return None;
     }
+    if count == 1 {
+        if let Some(start) = start {
+            caller_vars.insert("item".into(), start.to_string());
+        }
+    }
+    Some(count)
 }
 
-fn parse_i64(text: &str, vars: &Vars) -> Option<i64> {
-    substitute(text, vars).trim().parse().ok()
-}
-
-/// Fan-out of a loop nested in another loop: counts multiply, anything dynamic is dynamic.
-fn combine_fan_out(outer: Option<FanOut>, inner: Option<FanOut>) -> Option<FanOut> {
-    match (outer, inner) {
-        (None, x) | (x, None) => x,
-        (Some(FanOut::Count(a)), Some(FanOut::Count(b))) => {
-            Some(FanOut::Count(a.saturating_mul(b)))
-        }
-        _ => Some(FanOut::Dynamic),
+/// A loop count or bound after substitution: an integer, or a number with no fraction
+/// (`1e12`, `5.0`). Wide enough that `end - start + 1` of any two such numbers is exact.
+fn parse_integer(text: &str, vars: &Vars) -> Option<i128> {
+    let text = substitute(text, vars).ok()?;
+    let text = text.trim();
+    if let Ok(n) = text.parse::<i64>() {
+        return Some(i128::from(n));
     }
+    let value = text.parse::<f64>().ok()?;
+    (value.is_finite() && value.fract() == 0.0 && value.abs() < 1e30).then_some(value as i128)
 }
 
 /// Line of a task's `- name: x` entry at or after `after`, also in flow style
@@ -1265,24 +1438,7 @@ pub(super) fn task_line(document: &crate::Document, name: &str, after: usize) ->
     if name.is_empty() {
         return None;
     }
-    document.name_line_after(name, after).or_else(|| {
-        let needles = [
-            format!("name: {name},"),
-            format!("name: {name}}}"),
-            format!("name: \"{name}\""),
-            format!("name: '{name}'"),
-        ];
-        document.text.lines().enumerate().find_map(|(i, line)| {
-            let file_line = document.first_line + i;
-            let flow = line
-                .trim_start()
-                .trim_start_matches("- ")
-                .trim_start()
-                .starts_with('{');
-            (file_line >= after && flow && needles.iter().any(|n| line.contains(n.as_str())))
-                .then_some(file_line)
-        })
-    })
+    document.name_line_after(name, after)
 }
 
 fn join(prefix: &str, name: &str) -> String {

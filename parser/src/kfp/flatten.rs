@@ -31,16 +31,17 @@ use super::values::{
 };
 use crate::document::Document;
 use crate::error::{Error, Location, Result};
+use crate::limits::{self, PipelineBudget, MAX_FAN_OUT, MAX_VALUE_BYTES};
 use crate::model::{FanOut, Input, Output, Task, TaskKind, TaskRole};
 use crate::params::flags_from_args;
 
 /// Component DAGs nested deeper than this are refused (a component that contains itself would
 /// otherwise recurse forever).
-pub(crate) const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = limits::MAX_TEMPLATE_DEPTH;
 
 /// Flattening that would visit more tasks than this is refused: a DAG component used many
 /// times at each of several levels multiplies out.
-pub(crate) const MAX_TASKS: usize = 50_000;
+pub(crate) const MAX_TASKS: usize = limits::MAX_EXPANDED_TASKS;
 
 /// The KFP `triggerPolicy.strategy` of exit handlers and `ignore_upstream_failure` tasks.
 const ALL_UPSTREAM_TASKS_COMPLETED: &str = "ALL_UPSTREAM_TASKS_COMPLETED";
@@ -155,9 +156,11 @@ pub(crate) fn flatten(
             .insert(name.clone(), ArtifactValue::Unknown);
     }
 
+    let budget = PipelineBudget::new();
     let mut flattener = Flattener {
         program,
         path,
+        budget: &budget,
         lines,
         stack: Vec::new(),
         visited: 0,
@@ -328,6 +331,9 @@ impl Siblings<'_> {
 struct Flattener<'a> {
     program: &'a Program,
     path: &'a Path,
+    /// What is left of [`limits::MAX_PIPELINE_BYTES`], charged with every substituted value
+    /// and every task emitted.
+    budget: &'a PipelineBudget,
     lines: LineIndex<'a>,
     /// Components being flattened, outermost first.
     stack: Vec<String>,
@@ -343,6 +349,16 @@ struct Flattener<'a> {
 impl<'a> Flattener<'a> {
     fn at(&self, line: Option<usize>) -> Location {
         Location::at(self.path, line.or(Some(self.lines.first_line())))
+    }
+
+    /// The error for a value that placeholder substitution makes longer than
+    /// [`MAX_VALUE_BYTES`].
+    fn too_long(&self, line: Option<usize>, what: std::fmt::Arguments<'_>) -> Error {
+        Error::LimitExceeded {
+            at: self.at(line),
+            what: format!("{what} is too long after placeholder substitution"),
+            limit: format!("{MAX_VALUE_BYTES} bytes per value"),
+        }
     }
 
     fn task_line(&mut self, component: Option<&str>, task: &str) -> Option<usize> {
@@ -391,6 +407,7 @@ impl<'a> Flattener<'a> {
         for (name, spec) in dag.tasks.iter() {
             let id = format!("{}{name}", frame.prefix);
             let mut mine: Vec<usize> = Vec::new();
+            let mut seen: HashSet<usize> = HashSet::new();
             for dependency in &spec.dependent_tasks {
                 let Some(&j) = index.get(dependency.as_str()) else {
                     return Err(Error::UnknownDependency {
@@ -399,13 +416,13 @@ impl<'a> Flattener<'a> {
                         dependency: format!("{}{dependency}", frame.prefix),
                     });
                 };
-                if !mine.contains(&j) {
+                if seen.insert(j) {
                     mine.push(j);
                 }
             }
             for producer in self.implicit_producers(spec) {
                 if let Some(&j) = index.get(producer) {
-                    if names.get(j) != Some(&name.as_str()) && !mine.contains(&j) {
+                    if names.get(j) != Some(&name.as_str()) && seen.insert(j) {
                         mine.push(j);
                     }
                 }
@@ -573,10 +590,11 @@ impl<'a> Flattener<'a> {
         };
 
         let mut depends_on: Vec<String> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         for &j in sibling_deps {
             if let Some(sibling) = siblings.results.get(j).and_then(Option::as_ref) {
                 for exit in sibling.exit() {
-                    if !depends_on.contains(exit) {
+                    if seen.insert(exit) {
                         depends_on.push(exit.clone());
                     }
                 }
@@ -609,10 +627,13 @@ impl<'a> Flattener<'a> {
         // Constants may refer to the task's other inputs (`accelerator_count:
         // '{{$.inputs.parameters['pipelinechannel--limit']}}'`).
         let snapshot = params.clone();
-        for value in params.values_mut() {
+        for (input, value) in params.iter_mut() {
             if let ParamValue::Known(Value::String(text)) = value {
                 if text.contains("{{$.inputs.parameters[") {
-                    *text = substitute_placeholders(text, &snapshot);
+                    *text = substitute_placeholders(text, &snapshot).map_err(|_| {
+                        self.too_long(line, format_args!("input `{input}` of task `{id}`"))
+                    })?;
+                    self.budget.charge(text.len(), || self.at(line))?;
                 }
             }
         }
@@ -630,7 +651,8 @@ impl<'a> Flattener<'a> {
             .as_ref()
             .and_then(|t| t.condition.as_deref())
         {
-            let condition = rewrite_condition(condition.trim(), &params);
+            let condition = rewrite_condition(condition.trim(), &params)
+                .map_err(|_| self.too_long(line, format_args!("the condition of task `{id}`")))?;
             if !condition.is_empty() {
                 here.condition = Some(match &frame.condition {
                     Some(outer) => format!("{outer} && {condition}"),
@@ -664,15 +686,36 @@ impl<'a> Flattener<'a> {
                     .and_then(ParamValue::as_known_list_len),
                 (None, None) => None,
             };
-            loop_fan_out = Some(match count {
-                Some(n) => FanOut::Count(u32::try_from(n).unwrap_or(u32::MAX)),
-                None => FanOut::Dynamic,
-            });
+            loop_fan_out = Some(count);
         } else if spec.artifact_iterator.is_some() {
-            loop_fan_out = Some(FanOut::Dynamic);
+            loop_fan_out = Some(None);
         }
-        if let Some(fan_out) = loop_fan_out {
-            here.fan_out = Some(combine_fan_out(frame.fan_out, fan_out));
+        if let Some(count) = loop_fan_out {
+            here.fan_out = Some(match (frame.fan_out, count) {
+                (Some(FanOut::Dynamic), _) | (_, None) => FanOut::Dynamic,
+                (outer, Some(count)) => {
+                    let outer = match outer {
+                        Some(FanOut::Count(n)) => n as usize,
+                        _ => 1,
+                    };
+                    let total = count.saturating_mul(outer);
+                    match u32::try_from(total) {
+                        Ok(n) if total as u64 <= MAX_FAN_OUT => FanOut::Count(n),
+                        _ => {
+                            let nested = if outer > 1 {
+                                format!(", times {outer} of the loops it is nested in")
+                            } else {
+                                String::new()
+                            };
+                            return Err(Error::LimitExceeded {
+                                at: self.at(line),
+                                what: format!("task `{id}` loops over {count} known items{nested}"),
+                                limit: format!("{MAX_FAN_OUT} known instances per task"),
+                            });
+                        }
+                    }
+                }
+            });
             if let Some(limit) = spec
                 .iterator_policy
                 .as_ref()
@@ -788,8 +831,14 @@ impl<'a> Flattener<'a> {
                 .command
                 .iter()
                 .chain(&container.args)
-                .map(|v| substitute_placeholders(&render_json(v), &params))
-                .collect();
+                .map(|v| {
+                    let word = substitute_placeholders(&render_json(v), &params).map_err(|_| {
+                        self.too_long(line, format_args!("an argument of task `{id}`"))
+                    })?;
+                    self.budget.charge(word.len(), || self.at(line))?;
+                    Ok(word)
+                })
+                .collect::<Result<_>>()?;
             for (flag, value) in flags_from_args(&argv) {
                 // Values still holding a KFP placeholder are artifact paths and URIs, not
                 // training parameters.
@@ -858,6 +907,8 @@ impl<'a> Flattener<'a> {
             }
         }
 
+        self.budget
+            .charge(task.approximate_bytes(), || self.at(line))?;
         let sibling = Sibling::Executable { id, importer_uri };
         Ok((vec![task], sibling))
     }
@@ -988,7 +1039,8 @@ fn gpus(container: &super::spec::ContainerSpec, params: &BTreeMap<String, ParamV
     };
     let text = |v: &Option<Value>| {
         v.as_ref()
-            .map(|v| substitute_placeholders(&render_json(v), params))
+            // Too long to substitute is not a count or a type: unknown.
+            .and_then(|v| substitute_placeholders(&render_json(v), params).ok())
             .filter(|s| !s.trim().is_empty() && s != "null")
     };
     let kind = text(&accelerator.resource_type).or_else(|| text(&accelerator.kind));
@@ -1002,14 +1054,6 @@ fn gpus(container: &super::spec::ContainerSpec, params: &BTreeMap<String, ParamV
         (true, Some(Some(n))) => n,
         (true, Some(None)) if kind.is_some() => 1,
         (true, Some(None)) => 0,
-    }
-}
-
-fn combine_fan_out(outer: Option<FanOut>, inner: FanOut) -> FanOut {
-    match (outer, inner) {
-        (None, inner) => inner,
-        (Some(FanOut::Count(a)), FanOut::Count(b)) => FanOut::Count(a.saturating_mul(b)),
-        _ => FanOut::Dynamic,
     }
 }
 

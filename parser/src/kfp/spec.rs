@@ -9,7 +9,7 @@
 //! interpreted by the flattening code. Maps whose order matters (DAG tasks, inputs) are read
 //! into [`Ordered`], which keeps declaration order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -63,11 +63,20 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut entries: Vec<(String, T)> = Vec::new();
+                // Where each key is, so that a map of tens of thousands of tasks is read in
+                // linear time.
+                let mut positions: HashMap<String, usize> = HashMap::new();
                 while let Some((key, value)) = map.next_entry::<String, T>()? {
-                    if let Some(slot) = entries.iter_mut().find(|(k, _)| *k == key) {
-                        slot.1 = value;
-                    } else {
-                        entries.push((key, value));
+                    match positions.get(&key) {
+                        Some(&i) => {
+                            if let Some(slot) = entries.get_mut(i) {
+                                slot.1 = value;
+                            }
+                        }
+                        None => {
+                            positions.insert(key.clone(), entries.len());
+                            entries.push((key, value));
+                        }
                     }
                 }
                 Ok(Ordered(entries))

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::limits::{TooLong, MAX_VALUE_BYTES};
 use crate::model::task_output_uri;
 
 /// The value of an input parameter as far as the YAML tells.
@@ -162,7 +163,11 @@ pub(crate) fn normalize_uri(uri: &str) -> Option<String> {
 
 /// Replace `{{$.inputs.parameters['name']}}` (single or double quotes) with the resolved
 /// parameter; placeholders of unknown parameters and of other kinds are left as they are.
-pub(crate) fn substitute_placeholders(text: &str, params: &BTreeMap<String, ParamValue>) -> String {
+/// [`TooLong`] when the result would be longer than [`MAX_VALUE_BYTES`].
+pub(crate) fn substitute_placeholders(
+    text: &str,
+    params: &BTreeMap<String, ParamValue>,
+) -> Result<String, TooLong> {
     replace_quoted_references(text, "{{$.inputs.parameters[", "]}}", |name| {
         params.get(name).map(ParamValue::render)
     })
@@ -172,7 +177,11 @@ pub(crate) fn substitute_placeholders(text: &str, params: &BTreeMap<String, Para
 /// `inputs.parameter_values['name']` (the condition's view of the task's inputs) becomes the
 /// resolved value: a placeholder such as `{{tasks.flip-coin.outputs.Output}}` for run-time
 /// values, a quoted string or a JSON literal for known ones. Unknown names are left as they are.
-pub(crate) fn rewrite_condition(condition: &str, params: &BTreeMap<String, ParamValue>) -> String {
+/// [`TooLong`] when the result would be longer than [`MAX_VALUE_BYTES`].
+pub(crate) fn rewrite_condition(
+    condition: &str,
+    params: &BTreeMap<String, ParamValue>,
+) -> Result<String, TooLong> {
     replace_quoted_references(condition, "inputs.parameter_values[", "]", |name| {
         Some(match params.get(name)? {
             ParamValue::Runtime(placeholder) => placeholder.clone(),
@@ -184,14 +193,16 @@ pub(crate) fn rewrite_condition(condition: &str, params: &BTreeMap<String, Param
 
 /// Replace every `OPEN 'name' CLOSE` (the name in single or double quotes) in `text` with
 /// `render(name)`; references `render` does not know, or that are not closed, stay verbatim.
+/// Substituted values flow into nested components' inputs and may be substituted again there,
+/// so a result longer than [`MAX_VALUE_BYTES`] is refused.
 fn replace_quoted_references(
     text: &str,
     open: &str,
     close: &str,
     render: impl Fn(&str) -> Option<String>,
-) -> String {
+) -> Result<String, TooLong> {
     if !text.contains(open) {
-        return text.to_string();
+        return Ok(text.to_string());
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -208,6 +219,9 @@ fn replace_quoted_references(
         });
         match replaced {
             Some((value, consumed)) => {
+                if out.len().saturating_add(value.len()) > MAX_VALUE_BYTES {
+                    return Err(TooLong);
+                }
                 out.push_str(&value);
                 rest = &after[consumed..];
             }
@@ -218,7 +232,7 @@ fn replace_quoted_references(
         }
     }
     out.push_str(rest);
-    out
+    Ok(out)
 }
 
 /// A non-negative count from a JSON number or a numeric string (`2`, `"2"`, `2.0`).
@@ -277,9 +291,13 @@ mod tests {
         let text = "--epochs={{$.inputs.parameters['epochs']}} {{$.inputs.parameters[\"lr\"]}} \
                     {{$.inputs.parameters['missing']}}";
         assert_eq!(
-            substitute_placeholders(text, &params),
-            "--epochs=50 0.01 {{$.inputs.parameters['missing']}}"
+            substitute_placeholders(text, &params).as_deref(),
+            Ok("--epochs=50 0.01 {{$.inputs.parameters['missing']}}")
         );
+        let big = ParamValue::Known(json!("x".repeat(MAX_VALUE_BYTES / 2 + 1)));
+        params.insert("big".to_string(), big);
+        let twice = "{{$.inputs.parameters['big']}}{{$.inputs.parameters['big']}}";
+        assert_eq!(substitute_placeholders(twice, &params), Err(TooLong));
     }
 
     #[test]
@@ -304,9 +322,12 @@ mod tests {
                  inputs.parameter_values['pipelinechannel--s'] == 'a' && \
                  inputs.parameter_values['other'] == 1",
                 &params
-            ),
-            "{{tasks.flip.outputs.Output}} == 'heads' && int(3) > 2 && 'a' == 'a' && \
+            )
+            .as_deref(),
+            Ok(
+                "{{tasks.flip.outputs.Output}} == 'heads' && int(3) > 2 && 'a' == 'a' && \
              inputs.parameter_values['other'] == 1"
+            )
         );
     }
 
