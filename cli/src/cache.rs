@@ -1,5 +1,5 @@
-//! `kfcache cache ls | stat URI | put URI | get URI -o FILE | evict URI | clear`: look at and
-//! manage what is staged in the Ignite cache.
+//! `kfcache cache ls | stat URI | put URI | get URI -o FILE | evict URI | clear | check`: look
+//! at, manage and check what is staged in the Ignite cache.
 //!
 //! `put` reads from the artifact's source (S3, GCS, Azure, HTTP, file, PVC) with concurrent
 //! ranged reads and stages it chunked with its manifest; `get` writes the verified bytes to a
@@ -43,6 +43,20 @@ pub enum CacheCommand {
     Evict(UriArgs),
     /// Remove every object of the namespace from the cache.
     Clear(FormatArgs),
+    /// Check that every cached object of the namespace can be read: no manifest names a
+    /// missing chunk (and, with --verify, every object matches its checksums). Exits 1 when
+    /// something is wrong.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also read every object back and check its checksums, and count chunks no manifest
+    /// names (this lists the chunk space: it reads every value of the namespace).
+    #[arg(long)]
+    pub verify: bool,
+    #[command(flatten)]
+    pub format: FormatArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,7 +68,13 @@ pub enum OutputFormat {
 #[derive(Debug, Args)]
 pub struct FormatArgs {
     /// Output format.
-    #[arg(long = "output", short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(
+        long = "output",
+        short = 'o',
+        visible_alias = "format",
+        value_enum,
+        default_value_t = OutputFormat::Table
+    )]
     pub format: OutputFormat,
 }
 
@@ -102,6 +122,7 @@ pub async fn run(args: CacheArgs) -> Result<()> {
         CacheCommand::Get(args) => get(&cache, &args.uri, &args.output).await,
         CacheCommand::Evict(args) => evict(&cache, &args.uri, args.format.format).await,
         CacheCommand::Clear(format) => clear(&cache, format.format).await,
+        CacheCommand::Check(args) => check(&cache, args.verify, args.format.format).await,
     }
 }
 
@@ -262,4 +283,45 @@ async fn clear(cache: &ObjectCache<IgniteSink>, format: OutputFormat) -> Result<
             Ok(())
         }
     }
+}
+
+async fn check(cache: &ObjectCache<IgniteSink>, verify: bool, format: OutputFormat) -> Result<()> {
+    let report = cache
+        .check(verify)
+        .await
+        .with_context(|| format!("cannot check namespace {:?}", cache.config().namespace))?;
+    match format {
+        OutputFormat::Json => print_json(&serde_json::to_value(&report)?)?,
+        OutputFormat::Table => {
+            println!(
+                "namespace {:?}: {} object{}, {} chunk{}",
+                report.namespace,
+                report.manifests,
+                if report.manifests == 1 { "" } else { "s" },
+                report.chunks,
+                if report.chunks == 1 { "" } else { "s" },
+            );
+            for missing in &report.missing_chunks {
+                println!("missing chunk {} of {}", missing.index, missing.uri);
+            }
+            for uri in &report.corrupt {
+                println!("corrupt: {uri} does not match its checksums");
+            }
+            if verify {
+                println!("verified {} object(s)", report.verified);
+            }
+            if let Some(orphans) = report.orphan_chunks {
+                println!("{orphans} chunk(s) named by no manifest (in flight, or for the sweep)");
+            }
+        }
+    }
+    if !report.ok {
+        bail!(
+            "cache namespace {:?} is inconsistent: {} missing chunk(s), {} corrupt object(s)",
+            report.namespace,
+            report.missing_chunks.len(),
+            report.corrupt.len()
+        );
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! `kfcache cache` as a user runs it, against the real servers started by
 //! scripts/services.sh: `put s3://…` from moto into Ignite, `get` back byte-identical,
-//! `ls`/`stat` show it, `evict` removes it, and an unreachable cluster is a clear error.
+//! `ls`/`stat` show it, `check` finds a missing and a corrupt chunk, `evict` removes it, and
+//! an unreachable cluster is a clear error.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,6 +10,10 @@ mod common;
 use std::path::Path;
 
 use assert_cmd::Command;
+use kfcache_ignite::{Client, ClientConfig};
+use kfcache_prefetcher::{
+    CacheSink, IgniteSink, IgniteSinkConfig, LayoutConfig, ObjectCache, Space,
+};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
@@ -110,6 +115,72 @@ async fn put_s3_object_get_it_back_list_stat_and_evict() {
     let stat: Value =
         serde_json::from_str(&run_ok(&mut cache(&["stat", &uri, "-o", "json"]))).unwrap();
     assert_eq!(stat["chunk_checksums"].as_array().map(Vec::len), Some(3));
+
+    // check: consistent, then a missing chunk and a corrupt chunk are found (exit 1).
+    let check = |args: &[&str]| {
+        let out = cache(&[&["check", "-o", "json"], args].concat())
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (
+            out.status.code(),
+            report,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, report, stderr) = check(&["--verify"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["manifests"], 1);
+    assert_eq!(report["chunks"], 3);
+    assert_eq!(report["verified"], 1);
+    assert_eq!(report["orphan_chunks"], 0);
+    let (sink, layout) = {
+        let client = Client::connect(ClientConfig::from_address_list(&ignite))
+            .await
+            .unwrap();
+        let sink = IgniteSink::open(client, &IgniteSinkConfig::default())
+            .await
+            .unwrap();
+        let layout = ObjectCache::new(
+            std::sync::Arc::new(sink.clone()),
+            LayoutConfig {
+                namespace: namespace.clone(),
+                ..LayoutConfig::default()
+            },
+        )
+        .unwrap();
+        (sink, layout)
+    };
+    let manifest = layout.stat(&uri).await.unwrap().unwrap();
+    let chunk = layout.chunk_key(&manifest, 1);
+    let saved = sink.get(Space::Chunks, &chunk).await.unwrap().unwrap();
+    sink.remove_all(Space::Chunks, std::slice::from_ref(&chunk))
+        .await
+        .unwrap();
+    let (code, report, stderr) = check(&[]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        stderr.contains("1 missing chunk") && stderr.contains(&namespace),
+        "{stderr}"
+    );
+    assert_eq!(report["ok"], false);
+    assert_eq!(
+        report["missing_chunks"],
+        serde_json::json!([{"uri": uri, "index": 1}])
+    );
+    let mut damaged = saved.to_vec();
+    damaged[100] ^= 0xff;
+    sink.put(Space::Chunks, &chunk, damaged.into())
+        .await
+        .unwrap();
+    let (code, report, _) = check(&["--verify"]);
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(report["corrupt"], serde_json::json!([uri]));
+    assert_eq!(report["missing_chunks"], serde_json::json!([]));
+    sink.put(Space::Chunks, &chunk, saved).await.unwrap();
+    assert_eq!(check(&["--verify"]).0, Some(0));
 
     let evict = run_ok(&mut cache(&["evict", &uri]));
     assert!(evict.contains("evicted"), "{evict}");

@@ -170,6 +170,13 @@ impl CacheSink for IgniteSink {
         Ok(keys)
     }
 
+    async fn contains(&self, space: Space, key: &str) -> Result<bool> {
+        self.cache(space)
+            .contains_key(key)
+            .await
+            .map_err(|e| Error::sink("contains", Some(key), e))
+    }
+
     async fn put_if_absent(&self, space: Space, key: &str, value: Bytes) -> Result<bool> {
         self.cache(space)
             .put_if_absent(key, value)

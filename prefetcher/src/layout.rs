@@ -130,6 +130,35 @@ pub struct SweepReport {
     pub chunks_removed: u64,
 }
 
+/// A chunk that a current manifest names and the cache does not hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MissingChunk {
+    pub uri: String,
+    pub index: u64,
+}
+
+/// What [`ObjectCache::check`] found in a namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    pub namespace: String,
+    /// Current manifests (cached objects).
+    pub manifests: u64,
+    /// Chunks those manifests name.
+    pub chunks: u64,
+    /// Chunks named by a manifest that is still current and absent from the cache.
+    pub missing_chunks: Vec<MissingChunk>,
+    /// Objects whose bytes do not match their checksums (only with `verify`).
+    pub corrupt: Vec<String>,
+    /// Chunk keys of the namespace that no current manifest names: writes in flight, or
+    /// leftovers for [`ObjectCache::sweep_stale`] (counted only with `verify`, which lists
+    /// the chunk space).
+    pub orphan_chunks: Option<u64>,
+    /// Objects read back and verified (only with `verify`).
+    pub verified: u64,
+    /// No missing chunk and no corrupt object.
+    pub ok: bool,
+}
+
 /// Chunked, checksummed objects in a [`CacheSink`]. Cheap to clone.
 #[derive(Debug)]
 pub struct ObjectCache<S: CacheSink + ?Sized> {
@@ -920,6 +949,72 @@ impl<S: CacheSink + ?Sized> ObjectCache<S> {
             self.sink.remove_all(Space::Meta, batch).await?;
         }
         Ok(objects)
+    }
+
+    /// Checks that every current manifest of the namespace can be read: each chunk it names
+    /// is present (objects replaced or evicted while the check runs are not counted). With
+    /// `verify`, every object is also read back and checked against its checksums, and the
+    /// chunk space is listed to count chunks that no manifest names.
+    pub async fn check(&self, verify: bool) -> Result<CheckReport> {
+        let manifests = self.list().await?;
+        let mut report = CheckReport {
+            namespace: self.config.namespace.clone(),
+            manifests: manifests.len() as u64,
+            ..CheckReport::default()
+        };
+        let mut named = BTreeSet::new();
+        for manifest in &manifests {
+            report.chunks += manifest.chunk_count;
+            let mut missing = Vec::new();
+            for index in 0..manifest.chunk_count {
+                let key = self.chunk_key(manifest, index);
+                if !self.sink.contains(Space::Chunks, &key).await? {
+                    missing.push(index);
+                }
+                if verify {
+                    named.insert(key);
+                }
+            }
+            if !missing.is_empty() && self.still_current(manifest).await? {
+                report
+                    .missing_chunks
+                    .extend(missing.into_iter().map(|index| MissingChunk {
+                        uri: manifest.uri.clone(),
+                        index,
+                    }));
+                continue;
+            }
+            if verify && missing.is_empty() {
+                match self
+                    .read_with(&manifest.uri, |_| std::future::ready(Ok(())))
+                    .await
+                {
+                    Ok(_) => report.verified += 1,
+                    Err(Error::ObjectCorrupted { .. } | Error::ChunkCorrupted { .. }) => {
+                        report.corrupt.push(manifest.uri.clone())
+                    }
+                    // Replaced or evicted meanwhile.
+                    Err(Error::ChunkMissing { .. } | Error::NotCached { .. }) => {}
+                    Err(other) => return Err(other),
+                }
+            }
+        }
+        if verify {
+            let prefix = format!("{}/c/", self.config.namespace);
+            let keys = self.sink.keys_with_prefix(Space::Chunks, &prefix).await?;
+            report.orphan_chunks =
+                Some(keys.iter().filter(|key| !named.contains(*key)).count() as u64);
+        }
+        report.ok = report.missing_chunks.is_empty() && report.corrupt.is_empty();
+        Ok(report)
+    }
+
+    /// Whether `manifest` is still the object's current one.
+    async fn still_current(&self, manifest: &Manifest) -> Result<bool> {
+        Ok(self
+            .stat(&manifest.uri)
+            .await?
+            .is_some_and(|now| now.generation == manifest.generation))
     }
 
     /// Removes what interrupted writes and races left behind, listing every record of the

@@ -37,8 +37,8 @@ pub use batch::{
 pub use error::{Error, Result};
 pub use ignite::{IgniteSink, IgniteSinkConfig};
 pub use layout::{
-    BatchObject, ChunkPutter, LayoutConfig, ObjectCache, ObjectWriter, SweepReport,
-    DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE,
+    BatchObject, CheckReport, ChunkPutter, LayoutConfig, MissingChunk, ObjectCache, ObjectWriter,
+    SweepReport, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE,
 };
 pub use manifest::{
     checksum, BatchEntry, BatchRecord, Manifest, PendingWrites, SourceVersion, WriteRecord,

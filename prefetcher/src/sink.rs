@@ -61,6 +61,11 @@ pub trait CacheSink: Send + Sync + Debug {
     /// [`Space::Chunks`] it may be slow (it may read every value).
     async fn keys_with_prefix(&self, space: Space, prefix: &str) -> Result<Vec<String>>;
 
+    /// Whether `key` has a value, without transferring it where the sink can.
+    async fn contains(&self, space: Space, key: &str) -> Result<bool> {
+        Ok(self.get(space, key).await?.is_some())
+    }
+
     /// Stores `value` only if `key` has no value; true if it was stored. Atomic: of two
     /// callers, at most one stores.
     async fn put_if_absent(&self, space: Space, key: &str, value: Bytes) -> Result<bool> {
