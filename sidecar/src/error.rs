@@ -25,6 +25,16 @@ pub enum Error {
         target: PathBuf,
     },
 
+    /// A symbolic link on the way to an artifact's path: following it could leave the target
+    /// directory.
+    #[error("artifact {name:?}: {link} on the way to {path:?} is a symbolic link; kfcache does not follow links inside the target directory {target}")]
+    SymlinkEscape {
+        name: String,
+        path: String,
+        link: PathBuf,
+        target: PathBuf,
+    },
+
     /// A local file operation failed.
     #[error("{op} {path} failed")]
     Io {

@@ -287,7 +287,34 @@ pub fn contained_path(target: &Path, name: &str, path: &str) -> Result<PathBuf> 
     if depth == 0 {
         return Err(escape());
     }
+    refuse_symlinks(target, &joined, name, path)?;
     Ok(joined)
+}
+
+/// Refuses a symbolic link at `joined` or at any directory between `target` and it (the
+/// target itself may be one): a link planted in a shared volume would otherwise carry a write
+/// or a read out of the target directory. Components that do not exist yet are fine.
+fn refuse_symlinks(target: &Path, joined: &Path, name: &str, path: &str) -> Result<()> {
+    let Ok(below) = joined.strip_prefix(target) else {
+        return Ok(());
+    };
+    let mut current = target.to_path_buf();
+    for part in below.components() {
+        current.push(part);
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(Error::SymlinkEscape {
+                    name: name.to_string(),
+                    path: path.to_string(),
+                    link: current,
+                    target: target.to_path_buf(),
+                })
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -353,5 +380,36 @@ mod tests {
             run_output_uri("wf-1", "fit", "0:a", "model"),
             "kfcache-run://wf-1/fit[0:a]/model"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symbolic_links_inside_the_target_are_refused() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let target = root.path().join("target");
+        std::fs::create_dir_all(target.join("data")).expect("mkdir");
+        // A directory link on the way, and a link at the file itself.
+        std::os::unix::fs::symlink(outside.path(), target.join("data/shared")).expect("link");
+        std::os::unix::fs::symlink(outside.path().join("f"), target.join("data/model.bin"))
+            .expect("link");
+        for path in ["/data/shared/train.bin", "/data/model.bin"] {
+            let error = contained_path(&target, "input", path).expect_err(path);
+            assert!(matches!(error, Error::SymlinkEscape { .. }), "{error}");
+            assert!(error.to_string().contains("symbolic link"), "{error}");
+        }
+        // Paths that do not exist yet, and real directories, are fine.
+        assert_eq!(
+            contained_path(&target, "input", "/data/new/train.bin").expect("contained"),
+            target.join("data/new/train.bin")
+        );
+        // The target itself may be reached through a link.
+        let linked = root.path().join("linked-target");
+        std::os::unix::fs::symlink(&target, &linked).expect("link");
+        assert_eq!(
+            contained_path(&linked, "input", "/data/x").expect("contained"),
+            linked.join("data/x")
+        );
+        assert_eq!(std::fs::read_dir(outside.path()).expect("list").count(), 0);
     }
 }
