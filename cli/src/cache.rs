@@ -51,8 +51,8 @@ pub enum CacheCommand {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Also read every object back and check its checksums, and count chunks no manifest
-    /// names (this lists the chunk space: it reads every value of the namespace).
+    /// Also read every object back and check its checksums (this reads every byte of the
+    /// namespace).
     #[arg(long)]
     pub verify: bool,
     #[command(flatten)]
@@ -310,8 +310,11 @@ async fn check(cache: &ObjectCache<IgniteSink>, verify: bool, format: OutputForm
             if verify {
                 println!("verified {} object(s)", report.verified);
             }
-            if let Some(orphans) = report.orphan_chunks {
-                println!("{orphans} chunk(s) named by no manifest (in flight, or for the sweep)");
+            if report.orphan_chunks > 0 {
+                println!(
+                    "{} chunk(s) of writes that are not current (in flight, or for the sweep)",
+                    report.orphan_chunks
+                );
             }
         }
     }

@@ -149,10 +149,9 @@ pub struct CheckReport {
     pub missing_chunks: Vec<MissingChunk>,
     /// Objects whose bytes do not match their checksums (only with `verify`).
     pub corrupt: Vec<String>,
-    /// Chunk keys of the namespace that no current manifest names: writes in flight, or
-    /// leftovers for [`ObjectCache::sweep_stale`] (counted only with `verify`, which lists
-    /// the chunk space).
-    pub orphan_chunks: Option<u64>,
+    /// Chunks of writes that are not the current ones of their objects, from the write and
+    /// batch records: writes in flight, or leftovers for [`ObjectCache::sweep_stale`].
+    pub orphan_chunks: u64,
     /// Objects read back and verified (only with `verify`).
     pub verified: u64,
     /// No missing chunk and no corrupt object.
@@ -952,9 +951,10 @@ impl<S: CacheSink + ?Sized> ObjectCache<S> {
     }
 
     /// Checks that every current manifest of the namespace can be read: each chunk it names
-    /// is present (objects replaced or evicted while the check runs are not counted). With
-    /// `verify`, every object is also read back and checked against its checksums, and the
-    /// chunk space is listed to count chunks that no manifest names.
+    /// is present (objects replaced or evicted while the check runs are not counted), and
+    /// counts the chunks of writes that are not current. With `verify`, every object is also
+    /// read back and checked against its checksums. Only metadata is listed: the chunk space,
+    /// which holds every tenant's data, is never scanned.
     pub async fn check(&self, verify: bool) -> Result<CheckReport> {
         let manifests = self.list().await?;
         let mut report = CheckReport {
@@ -962,7 +962,6 @@ impl<S: CacheSink + ?Sized> ObjectCache<S> {
             manifests: manifests.len() as u64,
             ..CheckReport::default()
         };
-        let mut named = BTreeSet::new();
         for manifest in &manifests {
             report.chunks += manifest.chunk_count;
             let mut missing = Vec::new();
@@ -970,9 +969,6 @@ impl<S: CacheSink + ?Sized> ObjectCache<S> {
                 let key = self.chunk_key(manifest, index);
                 if !self.sink.contains(Space::Chunks, &key).await? {
                     missing.push(index);
-                }
-                if verify {
-                    named.insert(key);
                 }
             }
             if !missing.is_empty() && self.still_current(manifest).await? {
@@ -999,14 +995,51 @@ impl<S: CacheSink + ?Sized> ObjectCache<S> {
                 }
             }
         }
-        if verify {
-            let prefix = format!("{}/c/", self.config.namespace);
-            let keys = self.sink.keys_with_prefix(Space::Chunks, &prefix).await?;
-            report.orphan_chunks =
-                Some(keys.iter().filter(|key| !named.contains(*key)).count() as u64);
-        }
+        let current: HashMap<&str, &str> = manifests
+            .iter()
+            .map(|m| (m.uri.as_str(), m.generation.as_str()))
+            .collect();
+        report.orphan_chunks = self.chunks_not_current(&current).await?;
         report.ok = report.missing_chunks.is_empty() && report.corrupt.is_empty();
         Ok(report)
+    }
+
+    /// Chunks named by the namespace's write and batch records whose generation is not the
+    /// current one of their object (`current`: URI → generation).
+    async fn chunks_not_current(&self, current: &HashMap<&str, &str>) -> Result<u64> {
+        let namespace = &self.config.namespace;
+        let records_prefix = format!("{namespace}/w/");
+        let batches_prefix = format!("{namespace}/b/");
+        let mut keys = self
+            .sink
+            .keys_with_prefix(Space::Meta, &format!("{namespace}/"))
+            .await?;
+        keys.retain(|key| key.starts_with(&records_prefix) || key.starts_with(&batches_prefix));
+        let is_current = |uri: &str, generation: &str| current.get(uri) == Some(&generation);
+        let mut count = 0;
+        for batch in keys.chunks(META_BATCH) {
+            let values = self.sink.get_all(Space::Meta, batch).await?;
+            for key in batch {
+                let Some(bytes) = values.get(key) else {
+                    continue;
+                };
+                if key.starts_with(&records_prefix) {
+                    if let Ok(record) = WriteRecord::decode(key, bytes) {
+                        if !is_current(&record.uri, &record.generation) {
+                            count += record.chunk_count;
+                        }
+                    }
+                } else if let Ok(record) = BatchRecord::decode(key, bytes) {
+                    count += record
+                        .objects
+                        .iter()
+                        .filter(|entry| !is_current(&entry.uri, &record.generation))
+                        .map(|entry| entry.chunk_count)
+                        .sum::<u64>();
+                }
+            }
+        }
+        Ok(count)
     }
 
     /// Whether `manifest` is still the object's current one.
