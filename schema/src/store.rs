@@ -85,11 +85,21 @@ impl Store {
     }
 
     /// Apply any migrations the database has not seen. [`Store::open`] does this already.
+    ///
+    /// Several processes may open a new database at once (a cron, a drain and an analysis
+    /// on one volume). The migrations therefore run in one transaction that holds the write
+    /// lock from its start: one process applies them, the others wait for the lock (the busy
+    /// timeout) and then find them applied. Without it two processes both saw migration 1
+    /// missing and the second failed with "table pipeline already exists".
     pub async fn migrate(&self) -> Result<()> {
+        let mut tx = self.write().await?;
         MIGRATOR
-            .run(&self.pool)
+            .run(&mut *tx)
             .await
-            .map_err(|source| Error::Migrate { source })
+            .map_err(|source| Error::Migrate { source })?;
+        tx.commit()
+            .await
+            .context("committing the schema migrations")
     }
 
     /// The connection pool, for crates whose tables (run history, cache state) do not have a
