@@ -7,6 +7,7 @@
 #                             [--secure]
 #   scripts/ignite.sh stop [CLUSTER]          (no CLUSTER: every cluster this script started)
 #   scripts/ignite.sh stop-node CLUSTER INDEX
+#   scripts/ignite.sh kill-node CLUSTER INDEX     (SIGKILL, no grace: a node that crashes)
 #   scripts/ignite.sh start-node CLUSTER INDEX
 #   scripts/ignite.sh restart-node CLUSTER INDEX
 #   scripts/ignite.sh status
@@ -155,10 +156,13 @@ make_certificates() {
   ) >"$tls/keytool.log" 2>&1 || { cat "$tls/keytool.log" >&2; die "keytool failed"; }
 }
 
-# Fingerprint of everything that shapes a node; a running cluster with another fingerprint was
-# started by an older version of these scripts and is not reused.
+# Fingerprint of everything that shapes a node (the jars, the node's code, the JVM flags and
+# how a node is launched); a running cluster with another fingerprint was started by an older
+# version of these scripts and is not reused. Usage text and commands are left out, so that
+# adding a command does not make every running cluster stale.
 config_stamp() {
-  cat "$POM" "$NODE_SRC" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16
+  { cat "$POM" "$NODE_SRC"; printf '%s\n' "${JAVA17_OPENS[@]}"; declare -f launch_node; } \
+    | sha256sum | cut -c1-16
 }
 
 port_in_use() {
@@ -180,10 +184,12 @@ launch_node() {
   fi
   # The node runs in its work directory with IGNITE_HOME there too, so that nothing Ignite
   # writes by default (diagnostic dumps, README) lands in the caller's directory.
-  # KFCACHE_IGNITE_JVM_OPTS adds JVM options.
+  # KFCACHE_IGNITE_JVM_OPTS adds JVM options. Direct memory holds the client connector's
+  # 4 MiB socket buffers, up to 8 MiB per thin-client connection: 1 GiB serves the 64
+  # concurrent sidecars of the load test (256 MiB did not: the connector threads died).
   # shellcheck disable=SC2086
   (cd "$dir/work-$index" && exec nohup java -server -Xms"$HEAP" -Xmx"$HEAP" -XX:+UseG1GC \
-    -XX:MaxDirectMemorySize=256m ${KFCACHE_IGNITE_JVM_OPTS:-} \
+    -XX:MaxDirectMemorySize=1g ${KFCACHE_IGNITE_JVM_OPTS:-} \
     -Djava.net.preferIPv4Stack=true \
     -DIGNITE_QUIET=true -DIGNITE_UPDATE_NOTIFIER=false -DIGNITE_NO_ASCII=true \
     -DIGNITE_PERFORMANCE_SUGGESTIONS_DISABLED=true \
@@ -336,6 +342,25 @@ cmd_stop_node() {
   log "stopped node $cluster-$index"
 }
 
+# SIGKILL: the node gets no chance to leave the topology; the others notice through discovery.
+cmd_kill_node() {
+  local cluster="$1" index="$2" pid waited=0
+  load_cluster "$cluster"
+  pid="$(node_pid "$cluster" "$index")"
+  if is_our_node "$pid" "$cluster"; then
+    kill -KILL "$pid" 2>/dev/null || true
+    while is_our_node "$pid" "$cluster"; do
+      ((waited < 100)) || die "node $cluster-$index (pid $pid) survived SIGKILL for 10s"
+      sleep 0.1
+      waited=$((waited + 1))
+    done
+    log "killed node $cluster-$index (pid $pid)"
+  else
+    log "node $cluster-$index is not running"
+  fi
+  rm -f "$STATE_ROOT/$cluster/node-$index.pid" "$STATE_ROOT/$cluster/node-$index.ready"
+}
+
 cmd_start_node() {
   local cluster="$1" index="$2"
   load_cluster "$cluster"
@@ -400,6 +425,7 @@ main() {
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
     stop-node) (($# == 2)) || die "usage: stop-node CLUSTER INDEX"; cmd_stop_node "$@" ;;
+    kill-node) (($# == 2)) || die "usage: kill-node CLUSTER INDEX"; cmd_kill_node "$@" ;;
     start-node) (($# == 2)) || die "usage: start-node CLUSTER INDEX"; cmd_start_node "$@" ;;
     restart-node)
       (($# == 2)) || die "usage: restart-node CLUSTER INDEX"
