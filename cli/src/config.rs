@@ -23,6 +23,12 @@
 //! region = "us-east-1"
 //! allow_http = true
 //!
+//! [source]                     # every network source (S3, GCS, Azure, HTTP)
+//! max_retries = 10             # retries of a failed request (5xx, refused, timed out)
+//! retry_timeout_secs = 180     # no retry after this long since the first try
+//! request_timeout_secs = 30    # one request, start to end (a hung server)
+//! connect_timeout_secs = 5
+//!
 //! [pvc]                        # claim name = local mount root (NFS)
 //! training-data = "/mnt/training-data"
 //! ```
@@ -56,6 +62,12 @@ pub struct ConnectionArgs {
     #[arg(long, global = true, value_name = "NAME")]
     pub namespace: Option<String>,
 
+    /// The Kubernetes namespace whose objects these are: keys go under NAMESPACE.TENANT, so
+    /// pipelines of two namespaces never see each other's staged objects [default: the
+    /// sidecar's --run-namespace; for prefetch, the namespace recorded for its --run].
+    #[arg(long, global = true, value_name = "NS", env = "KFCACHE_TENANT")]
+    pub tenant: Option<String>,
+
     /// Ignite cache name [default: from the config file, else "kfcache"].
     #[arg(long, global = true, value_name = "NAME")]
     pub cache_name: Option<String>,
@@ -75,6 +87,27 @@ pub struct ConnectionArgs {
     /// S3 region [default: from the config file, else the AWS environment].
     #[arg(long, global = true, value_name = "REGION")]
     pub s3_region: Option<String>,
+
+    /// Retries of a failed request to a network source (S3, GCS, Azure, HTTP): a 5xx answer,
+    /// a refused or dropped connection, a timed-out read; with exponential backoff. A request
+    /// is tried at most 1 + N times [default: from the config file, else 10].
+    #[arg(long, global = true, value_name = "N")]
+    pub source_max_retries: Option<usize>,
+
+    /// No retry of a source request after this long since its first try, e.g. 30s
+    /// [default: from the config file, else 3m].
+    #[arg(long, global = true, value_name = "DURATION", value_parser = crate::cron::parse_duration)]
+    pub source_retry_timeout: Option<Duration>,
+
+    /// Limit for one source request from its start to the end of its response, so a hung
+    /// server fails (and the request is retried), e.g. 10s [default: from the config file,
+    /// else 30s].
+    #[arg(long, global = true, value_name = "DURATION", value_parser = crate::cron::parse_duration)]
+    pub source_request_timeout: Option<Duration>,
+
+    /// Limit for connecting to a network source [default: from the config file, else 5s].
+    #[arg(long, global = true, value_name = "DURATION", value_parser = crate::cron::parse_duration)]
+    pub source_connect_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +119,8 @@ struct FileConfig {
     cache: CacheFile,
     #[serde(default)]
     s3: S3File,
+    #[serde(default)]
+    source: SourceFile,
     #[serde(default)]
     pvc: BTreeMap<String, PathBuf>,
 }
@@ -119,6 +154,16 @@ struct S3File {
     allow_http: Option<bool>,
 }
 
+/// Retries and timeouts of every network source.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFile {
+    max_retries: Option<usize>,
+    retry_timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    connect_timeout_secs: Option<u64>,
+}
+
 /// A size written as a number of bytes or as text (`"4MiB"`).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -134,8 +179,52 @@ pub struct CacheSettings {
     /// Where the addresses came from, for error messages.
     pub addresses_origin: String,
     pub sink: IgniteSinkConfig,
+    /// `layout.namespace` is the key namespace: the configured namespace, followed by
+    /// `.TENANT` when the objects belong to a Kubernetes namespace.
     pub layout: LayoutConfig,
     pub source: SourceConfig,
+    /// The configured namespace, without a tenant: sidecar events live there, so that one
+    /// drain reads the events of every tenant.
+    pub base_namespace: String,
+    /// The Kubernetes namespace the key namespace is scoped to, if any.
+    pub tenant: Option<String>,
+}
+
+impl CacheSettings {
+    /// Scopes the key namespace to the Kubernetes namespace `tenant` when no tenant was named
+    /// (`--tenant`, `KFCACHE_TENANT`); a named one stays. Refuses a name that is not a
+    /// Kubernetes namespace name.
+    pub fn default_tenant(&mut self, tenant: Option<&str>) -> Result<()> {
+        match (&self.tenant, tenant.filter(|t| !t.is_empty())) {
+            (None, Some(tenant)) => self.set_tenant(tenant),
+            _ => Ok(()),
+        }
+    }
+
+    fn set_tenant(&mut self, tenant: &str) -> Result<()> {
+        check_tenant(tenant)?;
+        self.layout.namespace = format!("{}.{tenant}", self.base_namespace);
+        self.tenant = Some(tenant.to_string());
+        Ok(())
+    }
+}
+
+/// A Kubernetes namespace name (an RFC 1123 label): at most 63 lowercase letters, digits and
+/// '-', starting and ending with a letter or digit. Nothing else may reach a key namespace.
+pub fn check_tenant(tenant: &str) -> Result<()> {
+    let valid = !tenant.is_empty()
+        && tenant.len() <= 63
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !tenant.starts_with('-')
+        && !tenant.ends_with('-');
+    if !valid {
+        bail!(
+            "tenant {tenant:?} is not a Kubernetes namespace name (lowercase letters, digits and '-', at most 63)"
+        );
+    }
+    Ok(())
 }
 
 /// Parses `4MiB`, `512KiB`, `1GiB`, `10MB`, `123` (bytes).
@@ -306,15 +395,31 @@ impl ConnectionArgs {
             s3_region: self.s3_region.clone().or(file.s3.region.clone()),
             s3_allow_http: file.s3.allow_http,
             pvc_roots: file.pvc.clone(),
-            ..SourceConfig::default()
+            max_retries: self.source_max_retries.or(file.source.max_retries),
+            retry_timeout: self
+                .source_retry_timeout
+                .or(file.source.retry_timeout_secs.map(Duration::from_secs)),
+            request_timeout: self
+                .source_request_timeout
+                .or(file.source.request_timeout_secs.map(Duration::from_secs)),
+            connect_timeout: self
+                .source_connect_timeout
+                .or(file.source.connect_timeout_secs.map(Duration::from_secs)),
         };
-        Ok(CacheSettings {
+        let base_namespace = layout.namespace.clone();
+        let mut settings = CacheSettings {
             client,
             addresses_origin,
             sink,
             layout,
             source,
-        })
+            base_namespace,
+            tenant: None,
+        };
+        if let Some(tenant) = self.tenant.as_deref().filter(|t| !t.is_empty()) {
+            settings.set_tenant(tenant)?;
+        }
+        Ok(settings)
     }
 }
 
@@ -355,5 +460,27 @@ mod tests {
         assert_eq!(file.pvc.get("data"), Some(&PathBuf::from("/mnt/data")));
         assert!(matches!(file.cache.chunk_size, Some(SizeValue::Text(_))));
         assert!(toml::from_str::<FileConfig>("[ignite]\nadress = 1").is_err());
+    }
+
+    #[test]
+    fn source_retries_and_timeouts_come_from_the_file_and_flags_win() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "[source]\nmax_retries = 4\nretry_timeout_secs = 20\nrequest_timeout_secs = 7\nconnect_timeout_secs = 2\n",
+        )
+        .expect("writes");
+        let args = ConnectionArgs {
+            config: Some(path),
+            source_max_retries: Some(1),
+            source_request_timeout: Some(Duration::from_millis(1500)),
+            ..ConnectionArgs::default()
+        };
+        let source = args.resolve().expect("resolves").source;
+        assert_eq!(source.max_retries, Some(1));
+        assert_eq!(source.retry_timeout, Some(Duration::from_secs(20)));
+        assert_eq!(source.request_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(source.connect_timeout, Some(Duration::from_secs(2)));
     }
 }

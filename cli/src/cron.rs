@@ -510,7 +510,13 @@ async fn work(
 ) -> Result<()> {
     let started = Instant::now();
     if !args.dry_run {
-        drain_events(out, store, cache).await;
+        drain_events(
+            out,
+            store,
+            cache,
+            &args.connection.resolve()?.base_namespace,
+        )
+        .await;
     }
     check_lock(keep_alive)?;
 
@@ -584,9 +590,13 @@ async fn work(
 
 /// Records what the sidecars reported. A failure is reported and the cycle goes on: the events
 /// stay in the cache for the next drain.
-async fn drain_events(out: Output, store: &Store, cache: &ObjectCache<IgniteSink>) {
-    let log =
-        kfcache_sidecar::EventLog::new(cache.sink().clone(), cache.config().namespace.clone());
+async fn drain_events(
+    out: Output,
+    store: &Store,
+    cache: &ObjectCache<IgniteSink>,
+    events_namespace: &str,
+) {
+    let log = kfcache_sidecar::EventLog::new(cache.sink().clone(), events_namespace.to_string());
     match kfcache_sidecar::drain::drain(&log, store).await {
         Ok(summary) => out.emit(
             "cron-drained",

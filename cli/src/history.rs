@@ -31,7 +31,7 @@ pub enum HistoryCommand {
     Import(ImportArgs),
     /// Record the task events the sidecars published to the cache (real start and end of
     /// the work, bytes read and written) and remove them from the cache.
-    Drain(DrainArgs),
+    Drain(Box<DrainArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -59,7 +59,7 @@ pub struct InvalidStatus(#[from] pub kfcache_predictor::Error);
 pub async fn run(global: &GlobalArgs, args: HistoryArgs) -> Result<()> {
     match args.command {
         HistoryCommand::Import(args) => import(global, args).await,
-        HistoryCommand::Drain(args) => drain(global, args).await,
+        HistoryCommand::Drain(args) => drain(global, *args).await,
     }
 }
 
@@ -71,8 +71,7 @@ pub async fn drain_events(
 ) -> Result<kfcache_sidecar::drain::DrainSummary> {
     let settings = connection.resolve()?;
     let cache = crate::cache::open_cache(&settings).await?;
-    let log =
-        kfcache_sidecar::EventLog::new(cache.sink().clone(), cache.config().namespace.clone());
+    let log = kfcache_sidecar::EventLog::new(cache.sink().clone(), settings.base_namespace.clone());
     kfcache_sidecar::drain::drain(&log, store)
         .await
         .context("cannot drain the sidecars' events")

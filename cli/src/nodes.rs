@@ -225,7 +225,7 @@ pub async fn read_reports(
     let sink = IgniteSink::open(client, &settings.sink)
         .await
         .with_context(|| format!("cannot open Ignite cache {:?}", settings.sink.cache_name))?;
-    let log = EventLog::new(Arc::new(sink), settings.layout.namespace.clone());
+    let log = EventLog::new(Arc::new(sink), settings.base_namespace.clone());
     let reports = log.nodes().await.context("cannot read the node reports")?;
     if reports.iter().any(|r| r.node.is_empty()) {
         bail!("a node report in the cache names no node");

@@ -318,8 +318,18 @@ pub async fn run(global: &GlobalArgs, args: PrefetchArgs) -> Result<()> {
     let store = Store::open(&db)
         .await
         .with_context(|| format!("cannot open the database {}", db.display()))?;
-    let settings = args.connection.resolve()?;
+    let mut settings = args.connection.resolve()?;
     let targets = resolve_targets(&store, &args.target, &args.templates).await?;
+    // A run's objects are staged under its Kubernetes namespace, where its sidecars look.
+    if let Some(name) = &args.run {
+        for (pipeline, _, _) in &targets {
+            let runs = store.runs_of_pipeline(&pipeline.name, 10_000).await?;
+            if let Some(stored) = runs.into_iter().find(|r| &r.run.name == name) {
+                settings.default_tenant(stored.run.namespace.as_deref())?;
+                break;
+            }
+        }
+    }
     let bandwidth = match args.bandwidth {
         Some(mbps) => mbps * 1e6,
         None => store
@@ -355,6 +365,7 @@ pub async fn run(global: &GlobalArgs, args: PrefetchArgs) -> Result<()> {
             &store,
             cache.as_ref(),
             &settings.source,
+            &settings.base_namespace,
             metrics.as_ref(),
             Target {
                 pipeline,
@@ -385,6 +396,7 @@ async fn prefetch_pipeline(
     store: &Store,
     cache: Option<&ObjectCache<IgniteSink>>,
     source_config: &kfcache_prefetcher::SourceConfig,
+    events_namespace: &str,
     metrics: Option<&Metrics>,
     target: Target,
     budget: u64,
@@ -457,6 +469,8 @@ async fn prefetch_pipeline(
                     "pipeline": pipeline.name,
                     "version_id": version_id,
                     "anchor": rfc3339(anchor),
+                    // Where the objects go: the run's namespace scopes the keys.
+                    "cache_namespace": cache.map(|c| c.config().namespace.clone()),
                     "plan": &*current,
                 }))?
             ),
@@ -555,7 +569,7 @@ async fn prefetch_pipeline(
     if args.follow {
         let mut done: HashSet<String> = HashSet::new();
         let events =
-            kfcache_sidecar::EventLog::new(cache.sink().clone(), cache.config().namespace.clone());
+            kfcache_sidecar::EventLog::new(cache.sink().clone(), events_namespace.to_string());
         loop {
             // The sidecars' reports of tasks that started and ended become the run's state.
             match kfcache_sidecar::drain::drain(&events, store).await {

@@ -14,6 +14,8 @@
 //!
 //! Neither may break the pipeline: when the cache cannot be reached, `init` reads every input
 //! from its origin and `watch` keeps watching; events that cannot be published are logged.
+//! `init` waits for the cache at most `--cache-timeout` at a time and, once it has not
+//! answered in time, not at all (a [`BoundedSink`]), so a hung cluster cannot hold the task.
 //! Only bad input — a task description that does not parse, a path that escapes the target —
 //! is an error (exit code 2).
 
@@ -25,7 +27,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
-use kfcache_prefetcher::{CacheSink, IgniteSink, MemorySink, ObjectCache, ObjectStoreSource};
+use kfcache_prefetcher::{
+    BoundedSink, CacheSink, IgniteSink, MemorySink, ObjectCache, ObjectStoreSource,
+};
 use kfcache_sidecar::fill::Fill;
 use kfcache_sidecar::init::{materialise_with, Outcome};
 use kfcache_sidecar::outputs::write_through;
@@ -116,6 +120,19 @@ pub struct InitArgs {
     /// Read every input from its origin without asking the cache.
     #[arg(long)]
     pub no_cache: bool,
+
+    /// The longest init waits for the cache at a time: to connect, and for any one request
+    /// (`500ms`, `10s`, `1m`; a bare number is seconds). A cache that does not answer in time
+    /// is not asked again: the remaining inputs are read from their origins, so a hung cluster
+    /// delays the task by about this much at most.
+    #[arg(
+        long,
+        env = "KFCACHE_CACHE_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = crate::cron::parse_duration
+    )]
+    pub cache_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -206,9 +223,42 @@ fn identity(pod: &PodArgs, spec: &TaskSpec) -> Result<Identity> {
     Ok(identity)
 }
 
-/// The cache, or `None` (with a warning) when it cannot be reached: the pod goes on without.
-async fn try_cache(settings: &CacheSettings) -> Option<ObjectCache<IgniteSink>> {
-    match tokio::time::timeout(Duration::from_secs(15), open_cache(settings)).await {
+/// The cache settings of a pod: keys scoped to the run's Kubernetes namespace. A `--tenant`
+/// other than the pod's own namespace is refused (exit code 2): a pipeline reads only what was
+/// staged for its namespace.
+fn pod_settings(pod: &PodArgs, identity: &Identity) -> Result<CacheSettings> {
+    let mut settings = pod.connection.resolve()?;
+    if let (Some(tenant), Some(namespace)) = (&settings.tenant, &identity.namespace) {
+        if tenant != namespace {
+            return Err(InvalidSidecarInput(kfcache_sidecar::Error::Spec {
+                origin: "--tenant".to_string(),
+                reason: format!(
+                    "tenant {tenant:?} is not the run's namespace {namespace:?}: a pod reads only the objects of its own namespace"
+                ),
+            })
+            .into());
+        }
+    }
+    if let Some(namespace) = &identity.namespace {
+        if crate::config::check_tenant(namespace).is_err() {
+            return Err(InvalidSidecarInput(kfcache_sidecar::Error::Spec {
+                origin: "--run-namespace".to_string(),
+                reason: format!("{namespace:?} is not a Kubernetes namespace name"),
+            })
+            .into());
+        }
+    }
+    settings.default_tenant(identity.namespace.as_deref())?;
+    Ok(settings)
+}
+
+/// How long `watch` waits to connect to the cache before it goes on without.
+const WATCH_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The cache, or `None` (with a warning) when it cannot be reached within `bound`: the pod
+/// goes on without.
+async fn try_cache(settings: &CacheSettings, bound: Duration) -> Option<ObjectCache<IgniteSink>> {
+    match tokio::time::timeout(bound, open_cache(settings)).await {
         Ok(Ok(cache)) => Some(cache),
         Ok(Err(error)) => {
             tracing::warn!("working without the cache: {error:#}");
@@ -217,7 +267,7 @@ async fn try_cache(settings: &CacheSettings) -> Option<ObjectCache<IgniteSink>> 
         }
         Err(_) => {
             eprintln!(
-                "warning: working without the cache: no answer from {} in 15s",
+                "warning: working without the cache: no answer from {} in {bound:?}",
                 settings.client.addresses.join(",")
             );
             None
@@ -253,12 +303,20 @@ async fn init(args: InitArgs) -> Result<()> {
     for input in &spec.inputs {
         kfcache_sidecar::init::destination(&args.pod.target, input).map_err(InvalidSidecarInput)?;
     }
-    let settings = args.pod.connection.resolve()?;
+    let mut settings = pod_settings(&args.pod, &identity)?;
     let origin = ObjectStoreSource::new(settings.source.clone());
+    // Every wait on the cache, connecting or asking, lasts up to --cache-timeout and no
+    // longer (a node slow to answer a handshake while many pods start at once is waited for).
+    let bound = args.cache_timeout.max(Duration::from_millis(1));
+    settings.client.connect_timeout = bound;
+    settings.client.request_timeout = bound;
     let cache = if args.no_cache {
         None
     } else {
-        try_cache(&settings).await
+        try_cache(&settings, bound).await.and_then(|cache| {
+            let sink = BoundedSink::new(cache.sink().clone(), bound);
+            ObjectCache::new(Arc::new(sink), cache.config().clone()).ok()
+        })
     };
     let fill = args.fill_budget.map(|budget| Fill { budget });
     let report = match &cache {
@@ -284,7 +342,7 @@ async fn init(args: InitArgs) -> Result<()> {
         }
     };
     if let Some(cache) = &cache {
-        let log = EventLog::new(cache.sink().clone(), cache.config().namespace.clone());
+        let log = EventLog::new(cache.sink().clone(), settings.base_namespace.clone());
         let event = Event {
             who: identity.clone(),
             at: Utc::now(),
@@ -331,7 +389,7 @@ async fn init(args: InitArgs) -> Result<()> {
 async fn watch(args: WatchArgs) -> Result<()> {
     let spec = task_spec(&args.pod)?;
     let identity = identity(&args.pod, &spec)?;
-    let settings = args.pod.connection.resolve()?;
+    let settings = pod_settings(&args.pod, &identity)?;
     let mut config = WatchConfig {
         detector: match args.detector {
             DetectorArg::Auto => DetectorChoice::Auto,
@@ -358,10 +416,10 @@ async fn watch(args: WatchArgs) -> Result<()> {
         identity.holder(),
         watcher.kind().as_str()
     );
-    let cache = try_cache(&settings).await;
+    let cache = try_cache(&settings, WATCH_CONNECT_TIMEOUT).await;
     let log = cache
         .as_ref()
-        .map(|c| EventLog::new(c.sink().clone(), c.config().namespace.clone()));
+        .map(|c| EventLog::new(c.sink().clone(), settings.base_namespace.clone()));
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;

@@ -224,6 +224,12 @@ fn a_finished_run_anchors_the_plan_and_follow_ends_with_nothing_to_stage() {
     ]));
     let plan: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(plan["anchor"], "2024-05-06T02:00:00Z");
+    // The run was in Kubernetes namespace ml-training: its objects are staged where its
+    // sidecars look.
+    assert_eq!(
+        plan["cache_namespace"],
+        format!("{}.ml-training", setup.namespace).as_str()
+    );
     // Every task of the run has finished: none of its inputs is needed any more.
     assert_eq!(plan["plan"]["items"], serde_json::json!([]));
 

@@ -62,6 +62,16 @@ pub enum Error {
     #[error("{uri} is not in the cache")]
     NotCached { uri: String },
 
+    /// The cache did not answer within a caller's bound, now or at an earlier operation
+    /// (see [`BoundedSink`](crate::BoundedSink)).
+    #[error("cache {op} {}", unresponsive_detail(*.timeout, *.earlier))]
+    Unresponsive {
+        op: &'static str,
+        timeout: std::time::Duration,
+        /// The cache went silent at an earlier operation and this one was not tried.
+        earlier: bool,
+    },
+
     /// A chunk named by the manifest is gone (evicted, or replaced by a newer write and retried
     /// without success).
     #[error("chunk {chunk} of cached {uri} is missing (key {key:?})")]
@@ -118,6 +128,14 @@ pub enum Error {
     /// A background task of this crate failed to complete.
     #[error("internal task failed while {what}: {message}")]
     Task { what: &'static str, message: String },
+}
+
+fn unresponsive_detail(timeout: std::time::Duration, earlier: bool) -> String {
+    if earlier {
+        format!("not tried: the cache gave no answer within {timeout:?} before (not asked again)")
+    } else {
+        format!("gave no answer within {timeout:?}")
+    }
 }
 
 fn key_suffix(key: &Option<String>) -> String {

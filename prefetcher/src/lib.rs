@@ -15,6 +15,7 @@
 //! implementation, including a real Ignite cluster and a real S3 server.
 
 mod batch;
+mod bounded;
 mod error;
 pub mod evict_sim;
 pub mod execute;
@@ -34,6 +35,7 @@ pub use batch::{
     stage_objects, stage_prefix, ObjectOutcome, ObjectStatus, PrefixOptions, StageObserver,
     StageSummary,
 };
+pub use bounded::BoundedSink;
 pub use error::{Error, Result};
 pub use ignite::{IgniteSink, IgniteSinkConfig};
 pub use layout::{

@@ -87,10 +87,15 @@ pub struct SourceConfig {
     pub s3_allow_http: Option<bool>,
     /// PVC claim name → the local directory where it is mounted.
     pub pvc_roots: BTreeMap<String, PathBuf>,
-    /// Limit for connecting to a network store (object_store's default when unset).
+    /// Limit for connecting to a network store (object_store's default, 5 s, when unset).
     pub connect_timeout: Option<Duration>,
-    /// Retries of a failed network request, and the time after which retrying stops
-    /// (object_store's defaults, 10 and 3 minutes, when unset).
+    /// Limit for one request from its start to the end of its response, so a server that
+    /// hangs fails the request, which is then retried (object_store's default, 30 s, when
+    /// unset).
+    pub request_timeout: Option<Duration>,
+    /// Retries of a failed network request (5xx, refused or dropped connection, timeout of a
+    /// read), and the time after which retrying stops (object_store's defaults, 10 and
+    /// 3 minutes, when unset). A request is thus tried at most `1 + max_retries` times.
     pub max_retries: Option<usize>,
     pub retry_timeout: Option<Duration>,
 }
@@ -100,6 +105,9 @@ impl SourceConfig {
         let mut options = ClientOptions::new();
         if let Some(timeout) = self.connect_timeout {
             options = options.with_connect_timeout(timeout);
+        }
+        if let Some(timeout) = self.request_timeout {
+            options = options.with_timeout(timeout);
         }
         options
     }

@@ -205,25 +205,39 @@ async fn materialise_input<S: CacheSink + ?Sized + 'static>(
         path: path.to_path_buf(),
         outcome,
     };
-    let manifest = cache
-        .stat(cache_uri)
-        .await
-        .map_err(Error::cache(format!("looking up {cache_uri} in the cache")))?;
+    // A cache that cannot be read (a lost node, a hung cluster) is the same as an empty one:
+    // the input comes from its origin, and the task does not fail for the cache's sake.
+    let mut unreadable = None;
+    let manifest = match cache.stat(cache_uri).await {
+        Ok(manifest) => manifest,
+        Err(error) => {
+            tracing::warn!(uri = %cache_uri, %error, "cannot look the input up in the cache; reading it from its origin");
+            unreadable = Some(format!("the cache cannot be read: {error}"));
+            None
+        }
+    };
     if let Some(manifest) = manifest {
         let outcome = one_object(cache, origin, &manifest, None, upstream, path, fill).await?;
         return Ok(vec![report(cache_uri, path, outcome)]);
     }
+    let not_cached = unreadable.as_deref().unwrap_or("not cached");
     if upstream {
         // A directory output written through object by object?
-        let inside = cached_under(cache, cache_uri).await?;
+        let inside = match &unreadable {
+            Some(_) => Vec::new(),
+            None => cached_under(cache, cache_uri).await.unwrap_or_else(|error| {
+                tracing::warn!(uri = %cache_uri, %error, "cannot list the input's objects in the cache");
+                Vec::new()
+            }),
+        };
         if inside.is_empty() {
             let outcome = if path.exists() {
                 Outcome::Present {
-                    reason: "not in the cache; the file Argo placed is used".to_string(),
+                    reason: format!("{not_cached}; the file Argo placed is used"),
                 }
             } else {
                 Outcome::Skipped {
-                    reason: "an upstream output that is neither cached nor placed".to_string(),
+                    reason: format!("an upstream output that is not placed ({not_cached})"),
                 }
             };
             return Ok(vec![report(cache_uri, path, outcome)]);
@@ -240,7 +254,7 @@ async fn materialise_input<S: CacheSink + ?Sized + 'static>(
     // Not cached as one object: one object at the origin, or a directory of them.
     match origin.head(cache_uri).await {
         Ok(object) => {
-            let outcome = from_origin(origin, &object, path, "not cached", filler).await?;
+            let outcome = from_origin(origin, &object, path, not_cached, filler).await?;
             Ok(vec![report(cache_uri, path, outcome)])
         }
         Err(head_error) => {
@@ -254,12 +268,17 @@ async fn materialise_input<S: CacheSink + ?Sized + 'static>(
                     source: Box::new(head_error),
                 });
             }
-            let cached = cache
-                .stat_many(&objects.iter().map(|o| o.uri.clone()).collect::<Vec<_>>())
-                .await
-                .map_err(Error::cache(format!(
-                    "looking up the objects under {prefix}"
-                )))?;
+            let uris: Vec<String> = objects.iter().map(|o| o.uri.clone()).collect();
+            let mut not_cached = not_cached.to_string();
+            let cached = match &unreadable {
+                Some(_) => Default::default(),
+                None => cache.stat_many(&uris).await.unwrap_or_else(|error| {
+                    tracing::warn!(%prefix, %error, "cannot look the objects up in the cache; reading them from their origin");
+                    not_cached = format!("the cache cannot be read: {error}");
+                    Default::default()
+                }),
+            };
+            let not_cached = not_cached.as_str();
             // Every destination is checked before anything is written.
             let mut planned = Vec::with_capacity(objects.len());
             for object in objects {
@@ -276,7 +295,7 @@ async fn materialise_input<S: CacheSink + ?Sized + 'static>(
                             one_object(cache, origin, manifest, Some(&object), false, &dest, fill)
                                 .await?
                         }
-                        None => from_origin(origin, &object, &dest, "not cached", filler).await?,
+                        None => from_origin(origin, &object, &dest, not_cached, filler).await?,
                     };
                     Ok(report(&object.uri, &dest, outcome))
                 })
