@@ -277,6 +277,8 @@ fn is_due(fire_at: DateTime<Utc>, now: DateTime<Utc>, window: Duration) -> bool 
 struct Due {
     name: String,
     next: NextRun,
+    /// The Kubernetes namespace its latest recorded run ran in: its pods read there.
+    tenant: Option<String>,
     /// Every input URI of its tasks.
     inputs: BTreeSet<String>,
 }
@@ -694,9 +696,16 @@ async fn due_pipelines(
                 .flat_map(|t| t.inputs.iter())
                 .filter_map(|i| i.source.clone())
                 .collect();
+            let tenant = store
+                .runs_of_pipeline(&pipeline.name, 1)
+                .await?
+                .into_iter()
+                .next()
+                .and_then(|r| r.run.namespace);
             due.push(Due {
                 name: pipeline.name,
                 next,
+                tenant,
                 inputs,
             });
         }
@@ -735,6 +744,11 @@ fn prefetch_args(
         PlanFormat::Table
     };
     prefetch.connection = args.connection.clone();
+    // Stage where the pipeline's pods will look: the namespace its runs ran in, unless the
+    // cron serves one tenant (--tenant).
+    if prefetch.connection.tenant.is_none() {
+        prefetch.connection.tenant = due.tenant.clone();
+    }
     Ok(prefetch)
 }
 
@@ -948,6 +962,40 @@ mod tests {
     }
 
     const MINUTE: Duration = Duration::from_secs(60);
+
+    /// A due pipeline is prefetched into the namespace its runs ran in, unless the cron
+    /// serves one tenant.
+    #[test]
+    fn a_due_pipeline_is_staged_where_its_pods_read() {
+        #[derive(Debug, Parser)]
+        #[command(no_binary_name = true)]
+        struct Cron {
+            #[command(flatten)]
+            args: CronArgs,
+        }
+        let due = Due {
+            name: "nightly".to_string(),
+            next: NextRun {
+                fire_at: at("2031-03-10T06:00:00Z"),
+                rule: Rule::Schedule {
+                    schedules: vec!["0 2 * * *".to_string()],
+                    timezone: None,
+                },
+            },
+            tenant: Some("ml-training".to_string()),
+            inputs: BTreeSet::new(),
+        };
+        let out = Output { json: true };
+        let horizon = at("2031-03-10T06:30:00Z");
+        let any = Cron::try_parse_from(["--once"]).unwrap().args;
+        let prefetch = prefetch_args(&any, out, &due, horizon).unwrap();
+        assert_eq!(prefetch.connection.tenant.as_deref(), Some("ml-training"));
+        let one = Cron::try_parse_from(["--once", "--tenant", "team-a"])
+            .unwrap()
+            .args;
+        let prefetch = prefetch_args(&one, out, &due, horizon).unwrap();
+        assert_eq!(prefetch.connection.tenant.as_deref(), Some("team-a"));
+    }
 
     #[test]
     fn durations_parse_in_the_usual_units() {
