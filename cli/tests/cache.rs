@@ -14,7 +14,6 @@ use kfcache_ignite::{Client, ClientConfig};
 use kfcache_prefetcher::{
     CacheSink, IgniteSink, IgniteSinkConfig, LayoutConfig, ObjectCache, Space,
 };
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use serde_json::Value;
@@ -51,13 +50,7 @@ async fn put_s3_object_get_it_back_list_stat_and_evict() {
     let data: Vec<u8> = (0..(9 << 20) + 7u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let store = AmazonS3Builder::from_env()
-        .with_endpoint(&endpoint)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_bucket_name(&bucket)
-        .build()
-        .unwrap();
+    let store = common::s3_store(&endpoint, &bucket);
     store
         .put(
             &StorePath::from(key.as_str()),

@@ -32,7 +32,6 @@ use kfcache_prefetcher::lock::LockRecord;
 use kfcache_prefetcher::{
     CacheSink, IgniteSink, IgniteSinkConfig, LayoutConfig, ObjectCache, Space,
 };
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use rand::rngs::StdRng;
@@ -78,15 +77,7 @@ const KINDS: [Kind; 4] = [
 ];
 
 fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
+    common::pattern(len, seed)
 }
 
 fn artifacts(bucket: &str, keys: &[String]) -> String {
@@ -164,13 +155,7 @@ impl World {
             .unwrap_or_else(|e| panic!("KFCACHE_TEST_S3_ENDPOINT {endpoint:?}: {e}"));
         let bucket = common::unique("crash");
         common::create_bucket(&endpoint, &bucket).await;
-        let store = AmazonS3Builder::from_env()
-            .with_endpoint(&endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_bucket_name(&bucket)
-            .build()
-            .unwrap();
+        let store = common::s3_store(&endpoint, &bucket);
         let mut objects: BTreeMap<Kind, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
         let mut keys: BTreeMap<Kind, Vec<String>> = BTreeMap::new();
         for (kind, count, size) in [

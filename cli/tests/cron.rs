@@ -22,20 +22,13 @@ use kfcache_prefetcher::lock::{self, Acquisition, Renewal};
 use kfcache_prefetcher::{
     lease, CacheSink, IgniteSink, IgniteSinkConfig, LayoutConfig, ObjectCache, Space,
 };
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use serde_json::Value;
 
 async fn upload(endpoint: &str, bucket: &str, objects: &[(&str, usize)]) {
     common::create_bucket(endpoint, bucket).await;
-    let store = AmazonS3Builder::from_env()
-        .with_endpoint(endpoint)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_bucket_name(bucket)
-        .build()
-        .unwrap();
+    let store = common::s3_store(endpoint, bucket);
     for (n, (key, bytes)) in objects.iter().enumerate() {
         let data: Vec<u8> = (0..*bytes).map(|i| (i * 13 + n) as u8).collect();
         store

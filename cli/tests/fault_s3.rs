@@ -24,7 +24,6 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use kfcache_harness::proxy::{Fault, Proxy, ProxyConfig, ProxyStats};
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use serde_json::{json, Value};
@@ -40,15 +39,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15);
 
 /// Deterministic bytes that differ from object to object and from chunk to chunk.
 fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
+    common::pattern(len, seed)
 }
 
 /// One test's world: a bucket of its own on moto, a cache namespace of its own, a database,
@@ -73,13 +64,7 @@ impl Faulty {
             .unwrap_or_else(|e| panic!("KFCACHE_TEST_S3_ENDPOINT {endpoint:?}: {e}"));
         let bucket = common::unique(&format!("fault-{name}"));
         common::create_bucket(&endpoint, &bucket).await;
-        let store = AmazonS3Builder::from_env()
-            .with_endpoint(&endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_bucket_name(&bucket)
-            .build()
-            .unwrap();
+        let store = common::s3_store(&endpoint, &bucket);
         Faulty {
             dir: tempfile::tempdir().unwrap(),
             ignite,

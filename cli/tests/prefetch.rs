@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use serde_json::Value;
@@ -48,13 +47,7 @@ async fn upload_fixture_objects(endpoint: &str) {
         common::create_bucket(endpoint, bucket).await;
     }
     for (n, (bucket, key, bytes)) in OBJECTS.iter().enumerate() {
-        let store = AmazonS3Builder::from_env()
-            .with_endpoint(endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_bucket_name(*bucket)
-            .build()
-            .unwrap();
+        let store = common::s3_store(endpoint, bucket);
         let data: Vec<u8> = (0..*bytes).map(|i| (i * 7 + n) as u8).collect();
         store
             .put(&StorePath::from(*key), PutPayload::from(data))

@@ -16,7 +16,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use serde_json::{json, Value};
@@ -79,13 +78,7 @@ impl Setup {
     }
 
     async fn upload(&self, key: &str, data: &[u8]) -> String {
-        let store = AmazonS3Builder::from_env()
-            .with_endpoint(&self.endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_bucket_name(&self.bucket)
-            .build()
-            .unwrap();
+        let store = common::s3_store(&self.endpoint, &self.bucket);
         store
             .put(&StorePath::from(key), PutPayload::from(data.to_vec()))
             .await

@@ -10,7 +10,6 @@ mod common;
 use std::path::Path;
 
 use assert_cmd::Command;
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use serde_json::{json, Value};
@@ -101,13 +100,7 @@ async fn world() -> World {
     let data: Vec<u8> = (0..(5 << 20) + 11u32)
         .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
         .collect();
-    let store = AmazonS3Builder::from_env()
-        .with_endpoint(&endpoint)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_bucket_name(&bucket)
-        .build()
-        .unwrap();
+    let store = common::s3_store(&endpoint, &bucket);
     store
         .put(
             &StorePath::from(key.as_str()),

@@ -79,3 +79,27 @@ pub async fn create_bucket(endpoint: &str, bucket: &str) {
         "cannot create bucket {bucket}: {answer}"
     );
 }
+
+/// A client of `bucket` on the test S3 server, with the credentials of the environment.
+pub fn s3_store(endpoint: &str, bucket: &str) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::from_env()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_bucket_name(bucket)
+        .build()
+        .unwrap_or_else(|e| panic!("an S3 client for {endpoint}/{bucket}: {e}"))
+}
+
+/// Deterministic, incompressible-looking bytes, different for each `seed`.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}

@@ -12,23 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use serde_json::{json, Value};
 
-/// Deterministic, incompressible-looking bytes, different for each `seed`.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
+pub use crate::common::pattern;
 
 /// The objects a task reads, as uploaded to the origin.
 #[derive(Debug, Clone)]
@@ -48,13 +36,7 @@ impl Dataset {
     pub async fn upload(endpoint: &str, shards: &[usize], models: &[usize]) -> Dataset {
         let bucket = crate::common::unique("kfcache-pods").to_lowercase();
         crate::common::create_bucket(endpoint, &bucket).await;
-        let store = AmazonS3Builder::from_env()
-            .with_endpoint(endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_bucket_name(&bucket)
-            .build()
-            .unwrap_or_else(|e| panic!("S3 client for {endpoint}: {e}"));
+        let store = crate::common::s3_store(endpoint, &bucket);
         let mut dataset = Dataset {
             bucket: bucket.clone(),
             shards: Vec::new(),
