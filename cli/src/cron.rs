@@ -471,7 +471,17 @@ async fn cycle(global: &GlobalArgs, args: &CronArgs, out: Output, holder: &str) 
         }),
     );
 
-    let result = work(global, args, out, &store, &cache, keep_alive.as_ref(), now).await;
+    let events = settings.base_namespace.as_str();
+    let result = work(
+        global,
+        args,
+        out,
+        &store,
+        (&cache, events),
+        keep_alive.as_ref(),
+        now,
+    )
+    .await;
 
     if let Some(linger) = args.linger {
         tokio::time::sleep(linger).await;
@@ -506,19 +516,14 @@ async fn work(
     args: &CronArgs,
     out: Output,
     store: &Store,
-    cache: &ObjectCache<IgniteSink>,
+    // The cache, and the namespace of the sidecars' events in it.
+    (cache, events_namespace): (&ObjectCache<IgniteSink>, &str),
     keep_alive: Option<&KeepAlive<IgniteSink>>,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let started = Instant::now();
     if !args.dry_run {
-        drain_events(
-            out,
-            store,
-            cache,
-            &args.connection.resolve()?.base_namespace,
-        )
-        .await;
+        drain_events(out, store, cache, events_namespace).await;
     }
     check_lock(keep_alive)?;
 
@@ -696,12 +701,7 @@ async fn due_pipelines(
                 .flat_map(|t| t.inputs.iter())
                 .filter_map(|i| i.source.clone())
                 .collect();
-            let tenant = store
-                .runs_of_pipeline(&pipeline.name, 1)
-                .await?
-                .into_iter()
-                .next()
-                .and_then(|r| r.run.namespace);
+            let tenant = store.run_namespace(&pipeline.name, None).await?;
             due.push(Due {
                 name: pipeline.name,
                 next,

@@ -323,9 +323,8 @@ pub async fn run(global: &GlobalArgs, args: PrefetchArgs) -> Result<()> {
     // A run's objects are staged under its Kubernetes namespace, where its sidecars look.
     if let Some(name) = &args.run {
         for (pipeline, _, _) in &targets {
-            let runs = store.runs_of_pipeline(&pipeline.name, 10_000).await?;
-            if let Some(stored) = runs.into_iter().find(|r| &r.run.name == name) {
-                settings.default_tenant(stored.run.namespace.as_deref())?;
+            if let Some(namespace) = store.run_namespace(&pipeline.name, Some(name)).await? {
+                settings.default_tenant(Some(&namespace))?;
                 break;
             }
         }

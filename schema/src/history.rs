@@ -277,6 +277,27 @@ impl Store {
         Ok(runs)
     }
 
+    /// The Kubernetes namespace recorded for the run `run_name` of a pipeline (`None` when
+    /// the run is not recorded or its namespace is unknown); with `run_name` `None`, that of
+    /// the pipeline's most recent run.
+    pub async fn run_namespace(
+        &self,
+        pipeline_name: &str,
+        run_name: Option<&str>,
+    ) -> Result<Option<String>> {
+        let namespace: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT namespace FROM run
+              WHERE pipeline_name = ?1 AND (?2 IS NULL OR name = ?2)
+              ORDER BY ifnull(started_at, '') DESC, id DESC LIMIT 1",
+        )
+        .bind(pipeline_name)
+        .bind(run_name)
+        .fetch_optional(&self.pool)
+        .await
+        .context("reading a run's namespace")?;
+        Ok(namespace.flatten())
+    }
+
     /// How many runs are recorded for a pipeline.
     pub async fn run_count(&self, pipeline_name: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM run WHERE pipeline_name = ?1")
@@ -674,6 +695,28 @@ mod tests {
             }],
             ..RunObservation::default()
         }
+    }
+
+    #[tokio::test]
+    async fn the_namespace_of_a_run_and_of_the_latest_run() {
+        let store = Store::open_in_memory().await.expect("store");
+        let mut other = run("train-b", "2024-01-02T00:00:00Z");
+        other.namespace = Some("team-b".into());
+        store
+            .import_runs(&[run("train-a", "2024-01-01T00:00:00Z"), other])
+            .await
+            .expect("import");
+        let namespace = |pipeline: &'static str, run: Option<&'static str>| {
+            let store = store.clone();
+            async move { store.run_namespace(pipeline, run).await.expect("namespace") }
+        };
+        assert_eq!(
+            namespace("train", Some("train-a")).await.as_deref(),
+            Some("ml")
+        );
+        assert_eq!(namespace("train", None).await.as_deref(), Some("team-b"));
+        assert_eq!(namespace("train", Some("nope")).await, None);
+        assert_eq!(namespace("other", None).await, None);
     }
 
     #[tokio::test]
