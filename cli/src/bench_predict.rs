@@ -3,6 +3,8 @@
 //! `kfcache_predictor::backtest`) against Argo's last-run rule. Its last line is
 //! machine-readable:
 //! `predict-backtest: kfcache_mape=<f> last_run_mape=<f> runs=<n> tasks=<n>`.
+//! The line before it, `predict-floor: oracle_mape=<f>`, is the error of a predictor that
+//! knows the history model itself: the floor the model's randomness puts under any predictor.
 
 use std::path::PathBuf;
 
@@ -44,19 +46,25 @@ pub fn run(args: PredictBenchArgs) -> Result<()> {
         seed: args.seed,
         ..BacktestConfig::default()
     };
-    let (mut ours, mut theirs, mut runs, mut tasks) = (0.0, 0.0, 0, 0);
+    let (mut ours, mut theirs, mut floor, mut runs, mut tasks) = (0.0, 0.0, 0.0, 0, 0);
     for analysis in &analyses {
         let report = backtest(&analysis.pipeline, &analysis.dag, &config);
         eprintln!(
-            "{}: kfcache_mape={:.4} last_run_mape={:.4} over {} task starts",
-            analysis.pipeline.name, report.kfcache_mape, report.last_run_mape, report.tasks
+            "{}: kfcache_mape={:.4} last_run_mape={:.4} oracle_mape={:.4} over {} task starts",
+            analysis.pipeline.name,
+            report.kfcache_mape,
+            report.last_run_mape,
+            report.oracle_mape,
+            report.tasks
         );
         ours += report.kfcache_mape * report.tasks as f64;
         theirs += report.last_run_mape * report.tasks as f64;
+        floor += report.oracle_mape * report.tasks as f64;
         runs += report.runs;
         tasks += report.tasks;
     }
     let mape = |sum: f64| if tasks == 0 { 0.0 } else { sum / tasks as f64 };
+    println!("predict-floor: oracle_mape={:.4}", mape(floor));
     println!(
         "predict-backtest: kfcache_mape={:.4} last_run_mape={:.4} runs={runs} tasks={tasks}",
         mape(ours),

@@ -126,3 +126,42 @@ fn next_run_anchors_a_cron_workflow_and_gantt_is_svg() {
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("no cron schedule"));
 }
+
+/// `key=value` pairs of a summary line.
+fn fields(line: &str) -> std::collections::HashMap<String, f64> {
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().expect("number")))
+        .collect()
+}
+
+#[test]
+fn the_backtest_prints_the_floor_and_its_summary_line_last() {
+    let db = tempfile::tempdir().expect("tempdir");
+    let out = stdout_of(kfcache(db.path()).args([
+        "bench",
+        "predict",
+        "--pipeline",
+        FLAGSHIP,
+        "--runs",
+        "10",
+        "--seed",
+        "3",
+    ]));
+    let lines: Vec<&str> = out.lines().collect();
+    let last = lines.last().expect("output");
+    assert!(last.starts_with("predict-backtest: kfcache_mape="), "{out}");
+    let summary = fields(last);
+    assert_eq!(summary["runs"], 7.0, "runs 4..10 have 3 earlier runs each");
+    assert!(summary["tasks"] > 0.0);
+    assert!(summary["kfcache_mape"] < summary["last_run_mape"], "{out}");
+    let floor = lines
+        .iter()
+        .find(|l| l.starts_with("predict-floor: "))
+        .map(|l| fields(l))
+        .expect("a predict-floor line");
+    assert!(
+        floor["oracle_mape"] > 0.0 && floor["oracle_mape"] <= summary["kfcache_mape"],
+        "the oracle knows the model, so it is the floor: {out}"
+    );
+}

@@ -1,9 +1,14 @@
 //! How long one task will take, and why we think so.
 //!
 //! Three sources, tried in order:
-//! 1. **history** — a recency-weighted median of the task's successful runs (the last
-//!    [`EstimatorConfig::window`] runs, weight `recency^age`). The median ignores the odd slow
-//!    run that a mean would chase; the weights let a lasting change win within a few runs.
+//! 1. **history** — a recency-weighted robust estimate over the task's successful runs (the
+//!    last [`EstimatorConfig::window`] runs, weight `recency^age`): Huber's M-estimate of the
+//!    centre of the log-durations, started at their weighted median, with the scale taken
+//!    from their median absolute deviation. Far runs count only as much as a run `1.345`
+//!    deviations away, so the odd slow run that a mean would chase barely moves it, while the
+//!    typical runs all count (a plain median uses a few and, with the handful of runs a
+//!    pipeline has, is noisier). Logs, because run-to-run noise multiplies. The weights let a
+//!    lasting change win within a few runs.
 //! 2. **scaled** — the same samples, each first scaled to the parameters the task will run
 //!    with: for a numeric parameter (e.g. `epochs`) or the input size that differs from what a
 //!    sample ran with, by `(now / then)^α`. α is learned by a log-log fit over the history
@@ -101,7 +106,7 @@ impl Default for EstimatorConfig {
     fn default() -> Self {
         EstimatorConfig {
             window: 12,
-            recency: 0.85,
+            recency: 0.95,
             prior: PriorConfig::default(),
         }
     }
@@ -214,7 +219,7 @@ pub fn estimate(
             .enumerate()
             .map(|(age, ((_, d), f))| (d * f, config.recency.powi(age as i32)))
             .collect();
-        let value = weighted_median(&mut weighted);
+        let value = robust_centre(&mut weighted);
         let scaled = factors.iter().any(|f| (f - 1.0).abs() > 0.01);
         let source = if scaled {
             DurationSource::Scaled
@@ -349,6 +354,47 @@ fn learned_exponent(timed: &[(&RanSample, f64)], points: &[Option<f64>]) -> Opti
         sxy * sxy / (sxx * syy)
     };
     Some(if r2 < 0.3 { 0.0 } else { slope.clamp(0.0, 1.5) })
+}
+
+/// Huber's M-estimate of the centre of weighted positive values, on their logarithms (see the
+/// module documentation); the weighted median where the values do not spread or are not all
+/// positive.
+fn robust_centre(values: &mut [(f64, f64)]) -> f64 {
+    /// Huber's tuning constant: 95 % of the mean's efficiency under normal noise.
+    const K: f64 = 1.345;
+    if !values.iter().all(|(v, _)| v.is_finite() && *v > 0.0) {
+        return weighted_median(values);
+    }
+    let mut logs: Vec<(f64, f64)> = values.iter().map(|(v, w)| (v.ln(), *w)).collect();
+    let mut centre = weighted_median(&mut logs);
+    let mut deviations: Vec<(f64, f64)> =
+        logs.iter().map(|(x, w)| ((x - centre).abs(), *w)).collect();
+    // The median absolute deviation, scaled to estimate a normal distribution's σ.
+    let sigma = 1.4826 * weighted_median(&mut deviations);
+    if sigma.is_nan() || sigma <= 1e-9 {
+        return weighted_median(values);
+    }
+    let bound = K * sigma;
+    for _ in 0..50 {
+        let (mut sum, mut total) = (0.0, 0.0);
+        for (x, w) in &logs {
+            let distance = (x - centre).abs();
+            let h = if distance <= bound {
+                1.0
+            } else {
+                bound / distance
+            };
+            sum += w * h * x;
+            total += w * h;
+        }
+        let next = sum / total;
+        let done = (next - centre).abs() < 1e-10;
+        centre = next;
+        if done {
+            break;
+        }
+    }
+    centre.exp()
 }
 
 /// The weighted median of `(value, weight)` pairs.
