@@ -609,6 +609,7 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let mut results: Vec<RepResult> = Vec::new();
+    let mut failed: Vec<report::FailedRep> = Vec::new();
     let total_runs = args.reps * args.arms.len();
     for rep in 0..args.reps {
         // The same compute times for every arm of a rep.
@@ -622,11 +623,25 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
         let mut order = args.arms.clone();
         order.rotate_left(rep % args.arms.len());
         for arm in order {
-            let done = results.len() + 1;
+            let done = results.len() + failed.len() + 1;
             eprintln!("bench e2e: run {done}/{total_runs}: {arm} rep {}", rep + 1);
-            let result = run_once(&stack, &store, &instances, &compute, arm, rep)
-                .await
-                .with_context(|| format!("the {arm} arm's rep {} failed", rep + 1))?;
+            // A run that fails (a task, the cache, the stack) is recorded and the benchmark
+            // goes on: one stalled request should not throw away an hour of reps.
+            let result = match run_once(&stack, &store, &instances, &compute, arm, rep).await {
+                Ok(result) => result,
+                Err(error) => {
+                    eprintln!(
+                        "bench e2e:   the {arm} arm's rep {} failed: {error:#}",
+                        rep + 1
+                    );
+                    failed.push(report::FailedRep {
+                        arm,
+                        rep,
+                        error: format!("{error:#}"),
+                    });
+                    continue;
+                }
+            };
             eprintln!(
                 "bench e2e:   GPU input wait {:.2}s, makespan {:.2}s, hit ratio {:.2}, {} from the origin",
                 result.gpu_wait_s,
@@ -651,9 +666,22 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
         ignite_nodes: stack.settings.client.addresses.len(),
         input_bytes: external.values().sum(),
     };
-    let line = report::write(&args.out, &config, &results)?;
+    if results.is_empty() {
+        store.close().await;
+        let first = failed.first().map_or("", |f| f.error.as_str());
+        bail!("every run failed; the first: {first}");
+    }
+    let line = report::write(&args.out, &config, &results, &failed)?;
     println!("{line}");
     store.close().await;
+    if !failed.is_empty() {
+        bail!(
+            "{} of {total_runs} runs failed (listed in {}); the report covers the other {}",
+            failed.len(),
+            args.out.join("report.md").display(),
+            results.len()
+        );
+    }
     Ok(())
 }
 
@@ -675,6 +703,37 @@ async fn run_once(
         ArmName::Nocache => None,
         _ => Some(open_cache(&settings).await?),
     };
+    let outcome = replay(
+        stack, store, instances, compute, arm, rep, &run, &namespace, &cache,
+    )
+    .await;
+    if outcome.is_err() {
+        // What a failed run staged or wrote must not crowd the next runs out of the cache.
+        if let Some(cache) = &cache {
+            if let Err(error) = cache.clear().await {
+                eprintln!("warning: cannot clear the namespace {namespace}: {error}");
+            }
+        }
+        let _ = tokio::fs::remove_dir_all(stack.work.join(&run)).await;
+    }
+    outcome
+}
+
+/// The body of [`run_once`]: the replay of one run, its history and its cleanup.
+#[allow(clippy::too_many_arguments)]
+async fn replay(
+    stack: &Arc<Stack>,
+    store: &Store,
+    instances: &[Instance],
+    compute: &[f64],
+    arm: ArmName,
+    rep: usize,
+    run: &str,
+    namespace: &str,
+    cache: &Option<ObjectCache<IgniteSink>>,
+) -> Result<RepResult> {
+    let run = run.to_string();
+    let namespace = namespace.to_string();
     let before = stack.proxy.stats();
     let started = Utc::now();
     let clock = std::time::Instant::now();
@@ -1088,8 +1147,16 @@ impl Task {
                 .await
                 .with_context(|| format!("{label}: cannot upload output {}", output.name))?;
         }
+        // As the sidecar does: a cache that cannot take the outputs is logged, and the task
+        // still succeeds, since its outputs are at the origin.
+        let mut write_through_error = None;
         if let (Some(cache), ArmName::Kfcache) = (&self.cache, self.arm) {
-            kfcache_sidecar::outputs::write_through(cache, &spec, &identity, &target).await?;
+            if let Err(error) =
+                kfcache_sidecar::outputs::write_through(cache, &spec, &identity, &target).await
+            {
+                eprintln!("bench e2e:   warning: {label}: write-through failed: {error:#}");
+                write_through_error = Some(format!("{error:#}"));
+            }
         }
         let end_s = self.since_start();
         let _ = tokio::fs::remove_dir_all(&target).await;
@@ -1107,6 +1174,7 @@ impl Task {
             bytes_from_origin,
             misses: misses as u32,
             output_bytes,
+            write_through_error,
         })
     }
 

@@ -66,6 +66,10 @@ pub struct TaskResult {
     pub bytes_from_origin: u64,
     pub misses: u32,
     pub output_bytes: u64,
+    /// Why writing the outputs through to the cache failed, as the sidecar would log it; the
+    /// task still succeeds, since its outputs are at the origin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_through_error: Option<String>,
 }
 
 impl TaskResult {
@@ -105,6 +109,8 @@ pub struct RepResult {
     pub origin_bytes: u64,
     pub origin_requests: u64,
     pub deadline_misses: u32,
+    /// Task instances whose outputs could not be written through to the cache.
+    pub write_through_failures: u32,
     /// Input wait of each GPU task (instances summed).
     pub gpu_task_wait_s: BTreeMap<String, f64>,
     pub tasks: Vec<TaskResult>,
@@ -146,6 +152,10 @@ impl RepResult {
             origin_bytes: bytes_down + bytes_up,
             origin_requests: requests,
             deadline_misses: gpu().filter(|t| t.misses > 0).count() as u32,
+            write_through_failures: tasks
+                .iter()
+                .filter(|t| t.write_through_error.is_some())
+                .count() as u32,
             gpu_task_wait_s,
             tasks,
             staging,
@@ -168,6 +178,14 @@ pub struct Config {
     pub ignite: String,
     pub ignite_nodes: usize,
     pub input_bytes: u64,
+}
+
+/// A rep that did not complete: the report covers the others and says which failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedRep {
+    pub arm: ArmName,
+    pub rep: usize,
+    pub error: String,
 }
 
 /// The prefetcher's staging, from its JSON event lines (`start` and `staged` with `time`).
@@ -255,10 +273,17 @@ struct Results<'a> {
     arms: Vec<ArmSummary>,
     kfcache_against: Vec<Comparison>,
     reps: &'a [RepResult],
+    failed_reps: &'a [FailedRep],
 }
 
 /// Writes `results.json`, `report.md` and the plots into `out`; returns the last line.
-pub fn write(out: &Path, config: &Config, reps: &[RepResult]) -> Result<String> {
+/// `failed` lists the reps that did not complete; the statistics cover the others.
+pub fn write(
+    out: &Path,
+    config: &Config,
+    reps: &[RepResult],
+    failed: &[FailedRep],
+) -> Result<String> {
     let mut arms: Vec<ArmName> = reps.iter().map(|r| r.arm).collect();
     arms.sort();
     arms.dedup();
@@ -310,6 +335,7 @@ pub fn write(out: &Path, config: &Config, reps: &[RepResult]) -> Result<String> 
         arms: summaries,
         kfcache_against: comparisons,
         reps,
+        failed_reps: failed,
     };
     let json = serde_json::to_string_pretty(&results)?;
     std::fs::write(out.join("results.json"), json)
@@ -434,20 +460,53 @@ pub fn write(out: &Path, config: &Config, reps: &[RepResult]) -> Result<String> 
             md,
             "\n## kfcache against each arm: Welch's t-test\n\n| metric | against | difference (kfcache − other) | 95 % CI of the difference | t | df | p |\n|---|---|---|---|---|---|---|"
         );
+        let mut constant = false;
         for c in &results.kfcache_against {
+            let w = &c.welch;
+            // Both arms constant (e.g. no deadline miss in any rep): no spread, so no test.
+            let no_spread = w.df.is_nan() && !w.t.is_nan();
+            constant |= no_spread;
+            let (t, df, p) = if no_spread || w.t.is_nan() {
+                ("n/a".to_string(), "n/a".to_string(), "n/a".to_string())
+            } else {
+                (
+                    format!("{:.2}", w.t),
+                    format!("{:.1}", w.df),
+                    format!("{:.3e}", w.p),
+                )
+            };
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.3} | [{:.3}, {:.3}] | {:.2} | {:.1} | {:.3e} |",
-                c.metric,
-                c.against,
-                c.welch.diff,
-                c.welch.ci95_diff.0,
-                c.welch.ci95_diff.1,
-                c.welch.t,
-                c.welch.df,
-                c.welch.p
+                "| {} | {} | {:.3} | [{:.3}, {:.3}] | {t} | {df} | {p} |",
+                c.metric, c.against, w.diff, w.ci95_diff.0, w.ci95_diff.1,
             );
         }
+        if constant {
+            let _ = writeln!(
+                md,
+                "\nn/a: the metric took the same value in every rep of both arms, so there is no \
+                 spread to test against."
+            );
+        }
+    }
+    if !failed.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Failed runs\n\n{} of {} runs did not complete; the figures above cover the others.\n\n| arm | rep | error |\n|---|---|---|",
+            failed.len(),
+            failed.len() + reps.len()
+        );
+        for f in failed {
+            let error = f.error.replace('|', "\\|").replace('\n', " ");
+            let _ = writeln!(md, "| {} | {} | {error} |", f.arm, f.rep + 1);
+        }
+    }
+    let write_through_failures: u32 = reps.iter().map(|r| r.write_through_failures).sum();
+    if write_through_failures > 0 {
+        let _ = writeln!(
+            md,
+            "\n{write_through_failures} task instance(s) could not write their outputs through to the cache; their outputs were at the origin and their readers read them there, as with the sidecar."
+        );
     }
     let wait = |arm| mean(arm, "gpu_wait_s");
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
@@ -531,4 +590,114 @@ fn gantt(rep: &RepResult) -> Result<String> {
         ),
         &bars,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(gpus: u32, wait_s: f64, misses: u32, write_through_error: Option<&str>) -> TaskResult {
+        TaskResult {
+            index: 0,
+            task: if gpus > 0 { "train" } else { "prep" }.to_string(),
+            instance: String::new(),
+            gpus,
+            start_s: 1.0,
+            ready_s: 1.0 + wait_s,
+            compute_end_s: 5.0 + wait_s,
+            end_s: 6.0 + wait_s,
+            compute_s: 4.0,
+            bytes_from_cache: if misses == 0 { 100 } else { 0 },
+            bytes_from_origin: if misses == 0 { 0 } else { 100 },
+            misses,
+            output_bytes: 10,
+            write_through_error: write_through_error.map(str::to_string),
+        }
+    }
+
+    fn rep(arm: ArmName, rep: usize, wait_s: f64, write_through_error: Option<&str>) -> RepResult {
+        let misses = u32::from(arm == ArmName::Nocache);
+        RepResult::new(
+            arm,
+            rep,
+            format!("run-{arm}-{rep}"),
+            10.0 + wait_s,
+            vec![
+                task(0, 0.5, misses, write_through_error),
+                task(1, wait_s, misses, None),
+            ],
+            Vec::new(),
+            100,
+            10,
+            4,
+        )
+    }
+
+    fn config() -> Config {
+        Config {
+            pipeline: "replay.yaml".into(),
+            profile: None,
+            reps: 3,
+            bandwidth_bytes_per_s: 1e8,
+            latency_ms: 20.0,
+            budget_bytes: 1 << 30,
+            scale: 1.0,
+            time_scale: 1.0,
+            seed: 1,
+            ignite: "127.0.0.1:10800".into(),
+            ignite_nodes: 1,
+            input_bytes: 200,
+        }
+    }
+
+    #[test]
+    fn failed_runs_and_constant_metrics_are_reported_not_hidden() {
+        let out = tempfile::tempdir().expect("tempdir");
+        let reps = vec![
+            rep(ArmName::Nocache, 0, 8.0, None),
+            rep(ArmName::Kfcache, 0, 1.0, Some("put-all timed out")),
+            rep(ArmName::Nocache, 1, 9.0, None),
+            rep(ArmName::Kfcache, 1, 1.5, None),
+            rep(ArmName::Nocache, 2, 7.0, None),
+        ];
+        let failed = vec![FailedRep {
+            arm: ArmName::Kfcache,
+            rep: 2,
+            error: "a replayed task stopped: init | timed out\nafter 60 s".into(),
+        }];
+        let line = write(out.path(), &config(), &reps, &failed).expect("report written");
+        assert!(
+            line.starts_with("e2e-bench: wait_nocache_s=8.000 "),
+            "{line}"
+        );
+        assert!(line.contains("wait_kfcache_s=1.250 "), "{line}");
+
+        let md = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
+        assert!(md.contains("## Failed runs"), "{md}");
+        assert!(md.contains("1 of 6 runs did not complete"), "{md}");
+        assert!(
+            md.contains("| kfcache | 3 | a replayed task stopped: init \\| timed out after 60 s |"),
+            "the error stays in its table cell: {md}"
+        );
+        assert!(md.contains("1 task instance(s) could not write their outputs through"));
+        // Deadline misses: 1 in every no-cache rep, 0 in every kfcache rep. No spread, no test.
+        let misses_row = md
+            .lines()
+            .find(|l| l.starts_with("| deadline_misses | nocache |"))
+            .expect("a t-test row for deadline misses");
+        assert!(misses_row.ends_with("| n/a | n/a | n/a |"), "{misses_row}");
+        assert!(!md.contains("inf"), "no infinite t printed: {md}");
+
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join("results.json")).expect("results.json"),
+        )
+        .expect("JSON");
+        assert_eq!(json["failed_reps"][0]["arm"], "kfcache");
+        assert_eq!(json["failed_reps"][0]["rep"], 2);
+        assert_eq!(json["reps"][1]["write_through_failures"], 1);
+        assert_eq!(
+            json["reps"][1]["tasks"][0]["write_through_error"],
+            "put-all timed out"
+        );
+    }
 }
