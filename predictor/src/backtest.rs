@@ -44,7 +44,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::duration::{counts_work, EstimatorConfig, PriorConfig};
 use crate::history::{median, PipelineHistory};
-use crate::predict::{predict, task_parameters, InputSizes};
+use crate::predict::{predict, standard_normal, task_parameters, InputSizes};
 use crate::simulate::simulate_instances;
 
 /// Settings of a backtest.
@@ -111,13 +111,6 @@ pub struct SyntheticRun {
     pub starts: Vec<Option<f64>>,
     /// Per task: how much the run's work parameters scale its duration.
     pub scale: Vec<f64>,
-}
-
-fn normal(rng: &mut StdRng) -> f64 {
-    // Box–Muller.
-    let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
-    let u2: f64 = rng.gen::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 /// What happens to one run's tasks: per task, per instance, the failed attempts' durations
@@ -207,7 +200,9 @@ impl HistoryModel {
                 };
                 let per_instance = (0..instances)
                     .map(|_| {
-                        let d = self.base[i] * scale[i] * (config.jitter * normal(rng)).exp() + 2.0;
+                        let d =
+                            self.base[i] * scale[i] * (config.jitter * standard_normal(rng)).exp()
+                                + 2.0;
                         let mut failed = Vec::new();
                         while (failed.len() as u32) < task.retries
                             && rng.gen_bool(config.failure_rate)

@@ -137,6 +137,15 @@ pub struct DurationEstimate {
     pub run_probability: f64,
     /// Instances it runs (loop fan-out; 1 outside loops).
     pub instances: u32,
+    /// How far one instance's duration strays from run to run: the robust standard deviation
+    /// of the log-durations (0 without history or without spread).
+    pub log_sigma: f64,
+    /// Instance counts of a dynamic loop in the runs of the window (empty otherwise).
+    pub instance_counts: Vec<u32>,
+    /// Seconds a failed attempt typically takes.
+    pub failed_attempt_s: f64,
+    /// Failed attempts an instance may have (the retry limit, or what history saw).
+    pub retry_limit: u32,
 }
 
 impl DurationEstimate {
@@ -187,11 +196,15 @@ pub fn estimate(
     };
     let _ = skipped;
 
+    let instance_counts: Vec<u32> = match task.fan_out {
+        Some(FanOut::Dynamic) => ran.iter().map(|r| r.instances).collect(),
+        _ => Vec::new(),
+    };
     let instances = match task.fan_out {
         None => 1,
         Some(FanOut::Count(n)) => n,
         Some(FanOut::Dynamic) => {
-            let counts: Vec<f64> = ran.iter().map(|r| f64::from(r.instances)).collect();
+            let counts: Vec<f64> = instance_counts.iter().map(|c| f64::from(*c)).collect();
             crate::history::median(&counts).map_or(1, |m| m.round().max(0.0) as u32)
         }
     };
@@ -202,12 +215,13 @@ pub fn estimate(
         .filter_map(|r| r.instance_duration_s().map(|d| (*r, d)))
         .collect();
 
-    let (duration_s, source, samples) = if timed.is_empty() {
+    let (duration_s, log_sigma, source, samples) = if timed.is_empty() {
         let read_s = context.input_bytes.map_or(0.0, |b| {
             b as f64 / config.prior.read_bandwidth_bytes_per_s.max(1.0)
         });
         (
             config.prior.compute_s(task) + read_s,
+            0.0,
             DurationSource::Prior,
             0,
         )
@@ -219,14 +233,14 @@ pub fn estimate(
             .enumerate()
             .map(|(age, ((_, d), f))| (d * f, config.recency.powi(age as i32)))
             .collect();
-        let value = robust_centre(&mut weighted);
+        let (value, log_sigma) = robust_centre(&mut weighted);
         let scaled = factors.iter().any(|f| (f - 1.0).abs() > 0.01);
         let source = if scaled {
             DurationSource::Scaled
         } else {
             DurationSource::History
         };
-        (value, source, timed.len() as u32)
+        (value, log_sigma, source, timed.len() as u32)
     };
     let duration_s = if duration_s.is_finite() {
         duration_s.max(0.0)
@@ -248,17 +262,19 @@ pub fn estimate(
         .max()
         .unwrap_or(0);
     let limit = task.retries.max(observed_retries).min(50);
+    let failed_durations: Vec<f64> = ran
+        .iter()
+        .flat_map(|r| r.failed_durations.iter().copied())
+        .collect();
+    let failed_attempt_s = crate::history::median(&failed_durations)
+        .unwrap_or(duration_s)
+        .max(0.0);
     let retry_s = if failed == 0 || limit == 0 {
         0.0
     } else {
         let p = failure_rate.min(0.95);
         let expected_failures: f64 = (1..=limit).map(|k| p.powi(k as i32)).sum();
-        let failed_durations: Vec<f64> = ran
-            .iter()
-            .flat_map(|r| r.failed_durations.iter().copied())
-            .collect();
-        let failed_s = crate::history::median(&failed_durations).unwrap_or(duration_s);
-        (expected_failures * failed_s).max(0.0)
+        expected_failures * failed_attempt_s
     };
 
     DurationEstimate {
@@ -269,6 +285,14 @@ pub fn estimate(
         failure_rate,
         run_probability,
         instances,
+        log_sigma: if log_sigma.is_finite() {
+            log_sigma
+        } else {
+            0.0
+        },
+        instance_counts,
+        failed_attempt_s,
+        retry_limit: limit,
     }
 }
 
@@ -357,13 +381,14 @@ fn learned_exponent(timed: &[(&RanSample, f64)], points: &[Option<f64>]) -> Opti
 }
 
 /// Huber's M-estimate of the centre of weighted positive values, on their logarithms (see the
-/// module documentation); the weighted median where the values do not spread or are not all
-/// positive.
-fn robust_centre(values: &mut [(f64, f64)]) -> f64 {
+/// module documentation), and the robust standard deviation of the logarithms it is scaled by
+/// (1.4826 × their median absolute deviation). Where the values do not spread or are not all
+/// positive: their weighted median, and 0.
+fn robust_centre(values: &mut [(f64, f64)]) -> (f64, f64) {
     /// Huber's tuning constant: 95 % of the mean's efficiency under normal noise.
     const K: f64 = 1.345;
     if !values.iter().all(|(v, _)| v.is_finite() && *v > 0.0) {
-        return weighted_median(values);
+        return (weighted_median(values), 0.0);
     }
     let mut logs: Vec<(f64, f64)> = values.iter().map(|(v, w)| (v.ln(), *w)).collect();
     let mut centre = weighted_median(&mut logs);
@@ -372,7 +397,7 @@ fn robust_centre(values: &mut [(f64, f64)]) -> f64 {
     // The median absolute deviation, scaled to estimate a normal distribution's σ.
     let sigma = 1.4826 * weighted_median(&mut deviations);
     if sigma.is_nan() || sigma <= 1e-9 {
-        return weighted_median(values);
+        return (weighted_median(values), 0.0);
     }
     let bound = K * sigma;
     for _ in 0..50 {
@@ -394,7 +419,7 @@ fn robust_centre(values: &mut [(f64, f64)]) -> f64 {
             break;
         }
     }
-    centre.exp()
+    (centre.exp(), sigma)
 }
 
 /// The weighted median of `(value, weight)` pairs.
