@@ -62,6 +62,22 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// A `Workflow` named `name` of `tasks`, read from `<name>.yaml`, with no schedule,
+    /// parameters or parallelism limit: what tests and generated pipelines start from.
+    pub fn workflow(name: &str, tasks: Vec<Task>) -> Pipeline {
+        Pipeline {
+            name: name.to_string(),
+            kind: PipelineKind::Workflow,
+            schedules: Vec::new(),
+            timezone: None,
+            source: format!("{name}.yaml"),
+            line: None,
+            parameters: Default::default(),
+            parallelism: None,
+            tasks,
+        }
+    }
+
     /// The first schedule, as the JSON contract's `schedule` field.
     pub fn schedule(&self) -> Option<&str> {
         self.schedules.first().map(String::as_str)

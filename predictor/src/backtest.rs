@@ -472,7 +472,7 @@ pub fn backtest(pipeline: &Pipeline, dag: &Dag, config: &BacktestConfig) -> Back
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kfcache_parser::{PipelineKind, Task, TaskKind};
+    use kfcache_parser::{Task, TaskKind};
 
     fn chain() -> Pipeline {
         let mut tasks = Vec::new();
@@ -492,17 +492,7 @@ mod tests {
         let mut notify = Task::new("notify", "notify", TaskKind::Container);
         notify.depends_on = vec!["deploy".into()];
         tasks.push(notify);
-        Pipeline {
-            name: "chain".into(),
-            kind: PipelineKind::Workflow,
-            schedules: vec![],
-            timezone: None,
-            source: "chain.yaml".into(),
-            line: None,
-            parameters: Default::default(),
-            parallelism: None,
-            tasks,
-        }
+        Pipeline::workflow("chain", tasks)
     }
 
     #[test]

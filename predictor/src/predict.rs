@@ -290,7 +290,7 @@ fn input_size(
 mod tests {
     use super::*;
     use crate::history::RanSample;
-    use kfcache_parser::{PipelineKind, TaskKind};
+    use kfcache_parser::TaskKind;
 
     /// `train` (retries 2) then `deploy`.
     fn pipeline() -> Pipeline {
@@ -298,17 +298,7 @@ mod tests {
         train.retries = 2;
         let mut deploy = Task::new("deploy", "deploy", TaskKind::Container);
         deploy.depends_on = vec!["train".into()];
-        Pipeline {
-            name: "p".into(),
-            kind: PipelineKind::Workflow,
-            schedules: vec![],
-            timezone: None,
-            source: "p.yaml".into(),
-            line: None,
-            parameters: Default::default(),
-            parallelism: None,
-            tasks: vec![train, deploy],
-        }
+        Pipeline::workflow("p", vec![train, deploy])
     }
 
     fn ran(seconds: f64, failed: &[f64]) -> TaskSample {

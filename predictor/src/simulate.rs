@@ -281,19 +281,12 @@ fn become_ready(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kfcache_parser::{FanOut, PipelineKind, Task, TaskKind};
+    use kfcache_parser::{FanOut, Task, TaskKind};
 
     fn pipeline(tasks: Vec<Task>, parallelism: Option<u32>) -> Pipeline {
         Pipeline {
-            name: "p".into(),
-            kind: PipelineKind::Workflow,
-            schedules: vec![],
-            timezone: None,
-            source: "p.yaml".into(),
-            line: None,
-            parameters: Default::default(),
             parallelism,
-            tasks,
+            ..Pipeline::workflow("p", tasks)
         }
     }
 
