@@ -208,7 +208,7 @@ launch_node() {
 wait_ready() {
   local cluster="$1"; shift
   local dir="$STATE_ROOT/$cluster" deadline=$((SECONDS + TIMEOUT)) launched=$SECONDS index pid
-  local addrs=()
+  local addrs=() relaunched=()
   for index in "$@"; do
     while [[ ! -f "$dir/node-$index.ready" ]]; do
       pid="$(node_pid "$cluster" "$index")"
@@ -222,6 +222,15 @@ wait_ready() {
       if ! is_our_node "$pid" "$cluster"; then
         log "node $cluster-$index (pid $pid) exited before it was ready; last log lines:"
         tail -n 40 "$dir/node-$index.log" >&2 || true
+        # Once, a node that died while starting (on a machine busy fetching and installing
+        # the other services) gets one more launch; a node that fails twice fails the start.
+        if [[ -z "${relaunched[$index]:-}" ]]; then
+          relaunched[$index]=1
+          log "starting node $cluster-$index once more"
+          launch_node "$cluster" "$index"
+          launched=$SECONDS deadline=$((SECONDS + TIMEOUT))
+          continue
+        fi
         return 1
       fi
       if ((SECONDS >= deadline)); then
