@@ -703,37 +703,45 @@ async fn run_once(
         ArmName::Nocache => None,
         _ => Some(open_cache(&settings).await?),
     };
-    let outcome = replay(
-        stack, store, instances, compute, arm, rep, &run, &namespace, &cache,
-    )
-    .await;
-    if outcome.is_err() {
-        // What a failed run staged or wrote must not crowd the next runs out of the cache.
-        if let Some(cache) = &cache {
-            if let Err(error) = cache.clear().await {
-                eprintln!("warning: cannot clear the namespace {namespace}: {error}");
-            }
+    let this = RunId {
+        arm,
+        rep,
+        run,
+        namespace,
+    };
+    let outcome = replay(stack, store, instances, compute, &this, &cache).await;
+    // Whether the run completed or failed, what it staged or wrote must not crowd the next
+    // runs out of the cache.
+    if let Some(cache) = &cache {
+        if let Err(error) = cache.clear().await {
+            eprintln!(
+                "warning: cannot clear the namespace {}: {error}",
+                this.namespace
+            );
         }
-        let _ = tokio::fs::remove_dir_all(stack.work.join(&run)).await;
     }
+    let _ = tokio::fs::remove_dir_all(stack.work.join(&this.run)).await;
     outcome
 }
 
-/// The body of [`run_once`]: the replay of one run, its history and its cleanup.
-#[allow(clippy::too_many_arguments)]
+/// Which run of which arm [`replay`] plays, and its cache namespace.
+struct RunId {
+    arm: ArmName,
+    rep: usize,
+    run: String,
+    namespace: String,
+}
+
+/// The body of [`run_once`]: the replay of one run and its history.
 async fn replay(
     stack: &Arc<Stack>,
     store: &Store,
     instances: &[Instance],
     compute: &[f64],
-    arm: ArmName,
-    rep: usize,
-    run: &str,
-    namespace: &str,
+    this: &RunId,
     cache: &Option<ObjectCache<IgniteSink>>,
 ) -> Result<RepResult> {
-    let run = run.to_string();
-    let namespace = namespace.to_string();
+    let (arm, rep, run, namespace) = (this.arm, this.rep, this.run.clone(), &this.namespace);
     let before = stack.proxy.stats();
     let started = Utc::now();
     let clock = std::time::Instant::now();
@@ -763,7 +771,7 @@ async fn replay(
             .args(["--budget", &stack.budget.to_string(), "--margin", "2"])
             // Two streams: the staging shares the link with the tasks already running.
             .args(["--per-source", "2"])
-            .args(["--ignite", &stack.ignite, "--namespace", &namespace])
+            .args(["--ignite", &stack.ignite, "--namespace", namespace])
             .args(["--s3-endpoint", &stack.proxy.endpoint()])
             .env("KFCACHE_DB", &stack.db)
             .stdin(std::process::Stdio::null())
@@ -847,12 +855,6 @@ async fn replay(
             observations,
         )])
         .await?;
-    if let Some(cache) = &cache {
-        if let Err(error) = cache.clear().await {
-            eprintln!("warning: cannot clear the namespace {namespace}: {error}");
-        }
-    }
-    let _ = tokio::fs::remove_dir_all(stack.work.join(&run)).await;
     Ok(RepResult::new(
         arm,
         rep,

@@ -125,19 +125,21 @@ pub fn predict(
         estimates.push(estimate(task, &context, samples, config));
         input_sizes.push(task_sizes);
     }
-    let loads: Vec<TaskLoad> = estimates
-        .iter()
-        .map(|e| TaskLoad {
-            instance_s: if runs(e) {
-                e.expected_instance_s()
-            } else {
-                0.0
-            },
-            instances: e.instances,
-        })
-        .collect();
-    let times =
-        drawn_times(pipeline, dag, &estimates).unwrap_or_else(|| simulate(pipeline, dag, &loads));
+    // Nothing varies: one layout of the estimates.
+    let times = drawn_times(pipeline, dag, &estimates).unwrap_or_else(|| {
+        let loads: Vec<TaskLoad> = estimates
+            .iter()
+            .map(|e| TaskLoad {
+                instance_s: if runs(e) {
+                    e.expected_instance_s()
+                } else {
+                    0.0
+                },
+                instances: e.instances,
+            })
+            .collect();
+        simulate(pipeline, dag, &loads)
+    });
     let tasks = pipeline
         .tasks
         .iter()
@@ -207,8 +209,8 @@ fn drawn_times(
     let n = pipeline.tasks.len();
     let count = draws(n);
     let mut rng = StdRng::seed_from_u64(0x006b_6663_6163_6865);
-    let mut starts: Vec<Vec<f64>> = vec![Vec::with_capacity(count); n];
-    let mut ends: Vec<Vec<f64>> = vec![Vec::with_capacity(count); n];
+    let mut starts: Vec<Vec<f64>> = (0..n).map(|_| Vec::with_capacity(count)).collect();
+    let mut ends: Vec<Vec<f64>> = (0..n).map(|_| Vec::with_capacity(count)).collect();
     for _ in 0..count {
         let durations: Vec<Vec<f64>> = estimates.iter().map(|e| draw(e, &mut rng)).collect();
         for (i, t) in simulate_instances(pipeline, dag, &durations)
