@@ -14,6 +14,10 @@
  *   kfcache.pageSizeKb     page size in KiB (optional, default 16: fewer pages per large value)
  *   kfcache.workDir        this node's work directory
  *   kfcache.readyFile      written once the cluster has `servers` server nodes
+ *   kfcache.metricsSec     optional, default 10: every so many seconds (0: never) the node
+ *                          prints one KFCACHE-NODE-METRICS line to its log with its data
+ *                          region's allocated and used memory, page fill factor and eviction
+ *                          rate, and its heap use, so a slow cache can be told from a full one
  *   kfcache.secure         optional, "true": the thin-client port uses TLS with the PKCS#12
  *                          key store kfcache.keyStore (password kfcache.keyStorePassword), and
  *                          authentication is on (default user ignite/ignite). Ignite 2.x only
@@ -33,6 +37,7 @@ import java.nio.file.Paths;
 import java.nio.file.StandardCopyOption;
 import java.util.Collections;
 
+import org.apache.ignite.DataRegionMetrics;
 import org.apache.ignite.Ignite;
 import org.apache.ignite.Ignition;
 import org.apache.ignite.cluster.ClusterState;
@@ -86,6 +91,12 @@ public final class KfcacheNode {
         communication.setLocalAddress("127.0.0.1");
         communication.setLocalPort(commPort);
         communication.setLocalPortRange(0);
+        // Ignite's default node-to-node socket buffers are 32 KiB. On loopback (MTU 65536) one
+        // segment needs more receive memory than that: the receiver drops it and advertises a
+        // zero window, and a backup update waits in the sender's persist timer for minutes
+        // while the client's put waits for it (seen as write-throughs stalled for 20-230 s).
+        communication.setSocketReceiveBuffer(4 * 1024 * 1024);
+        communication.setSocketSendBuffer(4 * 1024 * 1024);
 
         ClientConnectorConfiguration clientConnector = new ClientConnectorConfiguration();
         clientConnector.setHost("127.0.0.1");
@@ -114,6 +125,7 @@ public final class KfcacheNode {
         region.setInitialSize(Math.min(regionBytes, 64L * 1024L * 1024L));
         region.setMaxSize(regionBytes);
         region.setPersistenceEnabled(secure);
+        region.setMetricsEnabled(true);
         if (!secure) {
             region.setPageEvictionMode(DataPageEvictionMode.RANDOM_2_LRU);
         }
@@ -160,8 +172,43 @@ public final class KfcacheNode {
         writeAtomically(readyFile, marker);
         System.out.println("KFCACHE-NODE-READY " + marker.trim());
         System.out.flush();
+        startMetricsLog(ignite, Integer.parseInt(System.getProperty("kfcache.metricsSec", "10")));
         // The node keeps running on Ignite's own non-daemon threads; TERM runs Ignite's shutdown
         // hook, which stops the node cleanly.
+    }
+
+    /** Prints the default region's memory and eviction figures every `seconds` seconds. */
+    private static void startMetricsLog(Ignite ignite, int seconds) {
+        if (seconds <= 0) {
+            return;
+        }
+        Thread thread = new Thread(() -> {
+            long mb = 1024L * 1024L;
+            while (true) {
+                try {
+                    Thread.sleep(seconds * 1000L);
+                } catch (InterruptedException stop) {
+                    return;
+                }
+                DataRegionMetrics region = ignite.dataRegionMetrics("default");
+                if (region == null) {
+                    continue;
+                }
+                Runtime runtime = Runtime.getRuntime();
+                System.out.printf(
+                    "KFCACHE-NODE-METRICS %s region=default allocated_mb=%d used_mb=%d fill=%.2f"
+                        + " evictions_per_s=%.1f heap_used_mb=%d%n",
+                    java.time.Instant.now(),
+                    region.getTotalAllocatedSize() / mb,
+                    region.getTotalUsedSize() / mb,
+                    region.getPagesFillFactor(),
+                    region.getEvictionRate(),
+                    (runtime.totalMemory() - runtime.freeMemory()) / mb);
+                System.out.flush();
+            }
+        }, "kfcache-metrics-log");
+        thread.setDaemon(true);
+        thread.start();
     }
 
     private static void writeAtomically(Path target, String content) throws IOException {
