@@ -13,14 +13,16 @@
 //! 2. its compute: a `sleep` process for a time drawn from the profile (log-normal around
 //!    the profile's median, relative spread `jitter`);
 //! 3. its outputs: files of the profile's sizes, uploaded to the origin through the proxy (the
-//!    artifact repository) and, in the kfcache arm, written through to the cache.
+//!    artifact repository) and, in the kfcache arm, written through to the cache at the same
+//!    time (in a pod, Argo's wait container uploads while the kfcache sidecar writes through).
 //!
 //! Three arms, interleaved (the order rotates each rep) and each rep with a cold cache (a new
 //! namespace, cleared afterwards):
 //! - `nocache`: `sidecar init --no-cache`, every input from the origin;
 //! - `lru`: `sidecar init --fill-budget B`, an on-demand cache that fills on first read;
-//! - `kfcache`: `kfcache prefetch FILE --run RUN --follow --budget B` started with the run,
-//!   predicting from the history of the earlier reps, and sidecar write-through of outputs.
+//! - `kfcache`: `kfcache prefetch FILE --run RUN --follow --lead 10 --budget B` started with
+//!   the run, predicting from the history of the earlier reps, and sidecar write-through of
+//!   outputs.
 //!
 //! Every finished run is recorded in the history (as `kfcache history import` would record
 //! its Argo status), so later kfcache reps predict from the earlier ones. The report (see
@@ -715,8 +717,9 @@ async fn run_once(
     if let Some(cache) = &cache {
         if let Err(error) = cache.clear().await {
             eprintln!(
-                "warning: cannot clear the namespace {}: {error}",
-                this.namespace
+                "warning: cannot clear the namespace {}: {:#}",
+                this.namespace,
+                anyhow::Error::new(error)
             );
         }
     }
@@ -769,6 +772,9 @@ async fn replay(
                 "json",
             ])
             .args(["--budget", &stack.budget.to_string(), "--margin", "2"])
+            // Each item is staged when due, 10 s before its latest safe start, not at once:
+            // the first tasks read their inputs from the origin over the same link.
+            .args(["--lead", "10"])
             // Two streams: the staging shares the link with the tasks already running.
             .args(["--per-source", "2"])
             .args(["--ignite", &stack.ignite, "--namespace", namespace])
@@ -1113,8 +1119,11 @@ impl Task {
             .await;
         }
 
-        // 3. Outputs: to the artifact repository, and through to the cache with kfcache.
+        // 3. Outputs: written by the task, then uploaded to the artifact repository and, with
+        // kfcache, written through to the cache at the same time, as the pod's wait container
+        // and the kfcache sidecar do once the main container has ended.
         let mut output_bytes = 0;
+        let mut uploads = Vec::new();
         for output in &task.outputs {
             let Some(declared) = output.path.as_deref() else {
                 continue;
@@ -1137,29 +1146,46 @@ impl Task {
             };
             tokio::fs::write(&path, &data).await?;
             output_bytes += size;
-            let (bucket, key) = split_s3(&uri).context("an s3 URI")?;
-            let client = stack
-                .remote
-                .get(bucket)
-                .context("a client per bucket")?
-                .clone();
-            let key = object_store::path::Path::from(key);
-            client
-                .put(&key, PutPayload::from_bytes(data))
-                .await
-                .with_context(|| format!("{label}: cannot upload output {}", output.name))?;
+            uploads.push((output.name.clone(), uri, data));
         }
+        let upload = async {
+            for (name, uri, data) in uploads {
+                let (bucket, key) = split_s3(&uri).context("an s3 URI")?;
+                let client = stack
+                    .remote
+                    .get(bucket)
+                    .context("a client per bucket")?
+                    .clone();
+                let key = object_store::path::Path::from(key);
+                client
+                    .put(&key, PutPayload::from_bytes(data))
+                    .await
+                    .with_context(|| format!("{label}: cannot upload output {name}"))?;
+            }
+            Ok::<(), anyhow::Error>(())
+        };
         // As the sidecar does: a cache that cannot take the outputs is logged, and the task
         // still succeeds, since its outputs are at the origin.
-        let mut write_through_error = None;
-        if let (Some(cache), ArmName::Kfcache) = (&self.cache, self.arm) {
-            if let Err(error) =
-                kfcache_sidecar::outputs::write_through(cache, &spec, &identity, &target).await
-            {
-                eprintln!("bench e2e:   warning: {label}: write-through failed: {error:#}");
-                write_through_error = Some(format!("{error:#}"));
+        let write_through = async {
+            match (&self.cache, self.arm) {
+                (Some(cache), ArmName::Kfcache) => {
+                    kfcache_sidecar::outputs::write_through(cache, &spec, &identity, &target)
+                        .await
+                        .err()
+                        .map(|error| {
+                            // The whole chain: the layout's context, then the client's reason.
+                            let error = anyhow::Error::new(error);
+                            eprintln!(
+                                "bench e2e:   warning: {label}: write-through failed: {error:#}"
+                            );
+                            format!("{error:#}")
+                        })
+                }
+                _ => None,
             }
-        }
+        };
+        let (uploaded, write_through_error) = tokio::join!(upload, write_through);
+        uploaded?;
         let end_s = self.since_start();
         let _ = tokio::fs::remove_dir_all(&target).await;
         Ok(TaskResult {

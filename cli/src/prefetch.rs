@@ -108,6 +108,14 @@ pub struct PrefetchArgs {
     #[arg(long, value_name = "TIME", conflicts_with = "follow", value_parser = parse_time)]
     pub starting_before: Option<DateTime<Utc>>,
 
+    /// With --follow, hold each item back until this many seconds before its latest safe
+    /// start (its deadline minus its transfer time at the plan's bandwidth) instead of staging
+    /// it at once: the link stays free for the tasks already reading from the origin, and
+    /// staged data takes room in the cache for less time. Later re-plans stage it when due.
+    /// Without history of the pipeline (predicted starts from priors only) it is ignored.
+    #[arg(long, value_name = "SECONDS", requires = "follow")]
+    pub lead: Option<f64>,
+
     /// Objects staged at once per Ignite node.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub per_node: usize,
@@ -309,6 +317,11 @@ pub async fn run(global: &GlobalArgs, args: PrefetchArgs) -> Result<()> {
     if args.per_node == 0 || args.per_source == 0 {
         bail!("--per-node and --per-source must be at least 1");
     }
+    if let Some(lead) = args.lead {
+        if !(lead >= 0.0 && lead.is_finite()) {
+            bail!("--lead must be a non-negative number of seconds");
+        }
+    }
     if let Some(b) = args.bandwidth {
         if !(b > 0.0 && b.is_finite()) {
             bail!("--bandwidth must be a positive number of MB/s");
@@ -453,6 +466,18 @@ async fn prefetch_pipeline(
     if let Some(before) = args.starting_before {
         let horizon_s = (before - anchor).num_milliseconds() as f64 / 1000.0;
         current = Arc::new(starting_before(&current, horizon_s));
+    }
+    // Holding items back trusts the predicted starts: only those learned from history.
+    let lead = args.lead.filter(|_| prediction.history_runs > 0);
+    if let Some(lead) = lead {
+        current = Arc::new(due_within(&current, lead, true));
+    } else if args.lead.is_some() {
+        let mut plan = (*current).clone();
+        plan.notes.push(
+            "--lead ignored: no history yet, so the predicted starts are only priors; staging at once"
+                .to_string(),
+        );
+        current = Arc::new(plan);
     }
 
     if let Some(out) = &args.gantt {
@@ -610,6 +635,9 @@ async fn prefetch_pipeline(
                 i.status.stages() || (i.status == ItemStatus::Cached && !done.contains(&i.uri))
             });
             done.extend(next.items.iter().map(|i| i.uri.clone()));
+            if let Some(lead) = lead {
+                next = due_within(&next, lead, false);
+            }
             if next.staged().count() == 0 {
                 continue;
             }
@@ -731,6 +759,24 @@ fn starting_before(plan: &Plan, horizon_s: f64) -> Plan {
     within
 }
 
+/// `--lead`: the plan without the items that are not due yet, those whose latest safe start
+/// is more than `lead_s` after the plan's now (they stay in `readers`, and a later re-plan
+/// stages them). With `note`, the plan says how many were held.
+fn due_within(plan: &Plan, lead_s: f64, note: bool) -> Plan {
+    let due_by = plan.config.now_s + lead_s;
+    let mut due = plan.clone();
+    due.items
+        .retain(|i| !i.status.stages() || i.latest_start_s <= due_by);
+    let held = plan.items.len() - due.items.len();
+    if note && held > 0 {
+        due.notes.push(format!(
+            "{held} item(s) held until {} before their latest safe start",
+            duration(lead_s)
+        ));
+    }
+    due
+}
+
 /// The `--dry-run` table.
 fn plan_table(pipeline: &Pipeline, plan: &Plan, anchor: DateTime<Utc>) -> String {
     let mut out = format!(
@@ -827,5 +873,76 @@ mod tests {
         assert!(budget_bytes("150%", Some(1 << 30)).is_err());
         assert!(budget_bytes("0", None).is_err());
         assert!(budget_bytes("lots", None).is_err());
+    }
+
+    fn gpu_task(id: &str, start_s: f64, uri: &str, bytes: u64) -> PlanTask {
+        PlanTask {
+            id: id.to_string(),
+            gpus: 1,
+            start_s,
+            end_s: start_s + 60.0,
+            runs: true,
+            state: TaskState::Pending,
+            inputs: vec![kfcache_prefetcher::plan::PlanInput {
+                name: "data".to_string(),
+                uri: uri.to_string(),
+                bytes: Some(bytes),
+            }],
+            outputs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn lead_holds_items_until_they_are_due_and_keeps_their_readers() {
+        // 100 MB at 10 MB/s with a 5 s margin: latest safe starts at 15 s and 85 s.
+        let tasks = [
+            gpu_task("soon", 30.0, "s3://b/soon", 100_000_000),
+            gpu_task("later", 100.0, "s3://b/later", 100_000_000),
+        ];
+        let config = PlanConfig {
+            now_s: 0.0,
+            margin_s: 5.0,
+            bandwidth_bytes_per_s: 10e6,
+            budget_bytes: 1 << 30,
+            all_tasks: false,
+        };
+        let full = plan(&tasks, &[], &config);
+        let latest: Vec<f64> = full.staged().map(|i| i.latest_start_s).collect();
+        assert_eq!(latest, [15.0, 85.0]);
+
+        // Due within 20 s of now: the first only; the second keeps its reader for evictions.
+        let due = due_within(&full, 20.0, true);
+        let staged: Vec<&str> = due.staged().map(|i| i.uri.as_str()).collect();
+        assert_eq!(staged, ["s3://b/soon"]);
+        assert_eq!(due.readers_of("s3://b/later").len(), 1);
+        assert!(
+            due.notes.iter().any(|n| n.contains("1 item(s) held")),
+            "{:?}",
+            due.notes
+        );
+
+        // A re-plan at 70 s finds the second due; an item is never held past its latest start.
+        let later = plan(
+            &tasks,
+            &[],
+            &PlanConfig {
+                now_s: 70.0,
+                ..config.clone()
+            },
+        );
+        let due = due_within(&later, 20.0, false);
+        let staged: Vec<&str> = due.staged().map(|i| i.uri.as_str()).collect();
+        assert!(staged.contains(&"s3://b/later"), "{staged:?}");
+        let late = plan(
+            &tasks,
+            &[],
+            &PlanConfig {
+                now_s: 90.0,
+                ..config
+            },
+        );
+        assert!(due_within(&late, 0.0, false)
+            .staged()
+            .any(|i| i.uri == "s3://b/later"));
     }
 }

@@ -528,8 +528,9 @@ async fn watch(args: WatchArgs) -> Result<()> {
                             .await;
                         }
                         Err(error) => eprintln!(
-                            "warning: the outputs of {} were not written through: {error}",
-                            identity.holder()
+                            "warning: the outputs of {} were not written through: {:#}",
+                            identity.holder(),
+                            anyhow::Error::new(error)
                         ),
                     }
                 }
