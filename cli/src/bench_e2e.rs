@@ -20,7 +20,7 @@
 //! namespace, cleared afterwards):
 //! - `nocache`: `sidecar init --no-cache`, every input from the origin;
 //! - `lru`: `sidecar init --fill-budget B`, an on-demand cache that fills on first read;
-//! - `kfcache`: `kfcache prefetch FILE --run RUN --follow --lead 10 --budget B` started with
+//! - `kfcache`: `kfcache prefetch FILE --run RUN --follow --lead 5 --budget B` started with
 //!   the run, predicting from the history of the earlier reps, and sidecar write-through of
 //!   outputs.
 //!
@@ -772,9 +772,9 @@ async fn replay(
                 "json",
             ])
             .args(["--budget", &stack.budget.to_string(), "--margin", "2"])
-            // Each item is staged when due, 10 s before its latest safe start, not at once:
+            // Each item is staged when due, 5 s before its latest safe start, not at once:
             // the first tasks read their inputs from the origin over the same link.
-            .args(["--lead", "10"])
+            .args(["--lead", "5"])
             // Two streams: the staging shares the link with the tasks already running.
             .args(["--per-source", "2"])
             .args(["--ignite", &stack.ignite, "--namespace", namespace])
