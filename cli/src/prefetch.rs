@@ -30,7 +30,7 @@ use kfcache_parser::{Dag, Pipeline};
 use kfcache_predictor::{anchor, EstimatorConfig, Prediction};
 use kfcache_prefetcher::execute::{Event, ExecuteConfig, Executor, PlanClock, RetryPolicy};
 use kfcache_prefetcher::plan::{
-    plan, CachedEntry, ItemStatus, Plan, PlanConfig, PlanInput, PlanTask, TaskState,
+    plan, CachedEntry, ItemStatus, Plan, PlanConfig, PlanInput, PlanItem, PlanTask, TaskState,
 };
 use kfcache_prefetcher::{lease, IgniteSink, ObjectCache, ObjectStoreSource, StageOptions};
 use kfcache_schema::{Store, TaskObservation, TransferRecord};
@@ -472,12 +472,10 @@ async fn prefetch_pipeline(
     if let Some(lead) = lead {
         current = Arc::new(due_within(&current, lead, true));
     } else if args.lead.is_some() {
-        let mut plan = (*current).clone();
-        plan.notes.push(
+        Arc::make_mut(&mut current).notes.push(
             "--lead ignored: no history yet, so the predicted starts are only priors; staging at once"
                 .to_string(),
         );
-        current = Arc::new(plan);
     }
 
     if let Some(out) = &args.gantt {
@@ -743,38 +741,54 @@ async fn record(store: &Store, transfers: &Mutex<Vec<TransferRecord>>) -> Result
 }
 
 /// `--starting-before`: the plan without the items whose first reader starts after
-/// `horizon_s` (they stay in `readers`, so evictions still see those readers).
+/// `horizon_s`.
 fn starting_before(plan: &Plan, horizon_s: f64) -> Plan {
-    let mut within = plan.clone();
-    within
-        .items
-        .retain(|i| !i.status.stages() || i.deadline_s + plan.config.margin_s <= horizon_s);
-    let later = plan.items.len() - within.items.len();
-    if later > 0 {
-        within.notes.push(format!(
-            "{later} item(s) read only after {} left for a later prefetch",
-            duration(horizon_s)
-        ));
-    }
-    within
+    holding_back(
+        plan,
+        |i| i.deadline_s + plan.config.margin_s <= horizon_s,
+        |later| {
+            Some(format!(
+                "{later} item(s) read only after {} left for a later prefetch",
+                duration(horizon_s)
+            ))
+        },
+    )
 }
 
 /// `--lead`: the plan without the items that are not due yet, those whose latest safe start
-/// is more than `lead_s` after the plan's now (they stay in `readers`, and a later re-plan
-/// stages them). With `note`, the plan says how many were held.
+/// is more than `lead_s` after the plan's now (a later re-plan stages them). With `note`, the
+/// plan says how many were held.
 fn due_within(plan: &Plan, lead_s: f64, note: bool) -> Plan {
     let due_by = plan.config.now_s + lead_s;
-    let mut due = plan.clone();
-    due.items
-        .retain(|i| !i.status.stages() || i.latest_start_s <= due_by);
-    let held = plan.items.len() - due.items.len();
-    if note && held > 0 {
-        due.notes.push(format!(
-            "{held} item(s) held until {} before their latest safe start",
-            duration(lead_s)
-        ));
+    holding_back(
+        plan,
+        |i| i.latest_start_s <= due_by,
+        |held| {
+            note.then(|| {
+                format!(
+                    "{held} item(s) held until {} before their latest safe start",
+                    duration(lead_s)
+                )
+            })
+        },
+    )
+}
+
+/// The plan with only the items to stage now that `now` accepts (items not to stage stay);
+/// those held back keep their readers in `readers`, so evictions still see them. `note` is
+/// told how many were held, when any were, and may add a note to the plan.
+fn holding_back(
+    plan: &Plan,
+    now: impl Fn(&PlanItem) -> bool,
+    note: impl FnOnce(usize) -> Option<String>,
+) -> Plan {
+    let mut kept = plan.clone();
+    kept.items.retain(|i| !i.status.stages() || now(i));
+    let held = plan.items.len() - kept.items.len();
+    if held > 0 {
+        kept.notes.extend(note(held));
     }
-    due
+    kept
 }
 
 /// The `--dry-run` table.
@@ -883,7 +897,7 @@ mod tests {
             end_s: start_s + 60.0,
             runs: true,
             state: TaskState::Pending,
-            inputs: vec![kfcache_prefetcher::plan::PlanInput {
+            inputs: vec![PlanInput {
                 name: "data".to_string(),
                 uri: uri.to_string(),
                 bytes: Some(bytes),
@@ -944,5 +958,32 @@ mod tests {
         assert!(due_within(&late, 0.0, false)
             .staged()
             .any(|i| i.uri == "s3://b/later"));
+    }
+
+    #[test]
+    fn starting_before_leaves_later_readers_items_for_a_later_prefetch() {
+        let tasks = [
+            gpu_task("soon", 30.0, "s3://b/soon", 100_000_000),
+            gpu_task("later", 100.0, "s3://b/later", 100_000_000),
+        ];
+        let config = PlanConfig {
+            now_s: 0.0,
+            margin_s: 5.0,
+            bandwidth_bytes_per_s: 10e6,
+            budget_bytes: 1 << 30,
+            all_tasks: false,
+        };
+        let within = starting_before(&plan(&tasks, &[], &config), 60.0);
+        let staged: Vec<&str> = within.staged().map(|i| i.uri.as_str()).collect();
+        assert_eq!(staged, ["s3://b/soon"]);
+        assert_eq!(within.readers_of("s3://b/later").len(), 1);
+        assert!(
+            within
+                .notes
+                .iter()
+                .any(|n| n.contains("1 item(s) read only after")),
+            "{:?}",
+            within.notes
+        );
     }
 }

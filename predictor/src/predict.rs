@@ -125,8 +125,8 @@ pub fn predict(
         estimates.push(estimate(task, &context, samples, config));
         input_sizes.push(task_sizes);
     }
-    // Nothing varies: one layout of the estimates.
     let times = drawn_times(pipeline, dag, &estimates).unwrap_or_else(|| {
+        // Nothing varies: one layout of the estimates.
         let loads: Vec<TaskLoad> = estimates
             .iter()
             .map(|e| TaskLoad {
