@@ -146,10 +146,11 @@ impl<'a> Matcher<'a> {
     }
 }
 
-/// One observation per attempt: where the sidecar reported an attempt that Argo's status also
-/// has, the sidecar's start, end and phase win (they are when the work really ran, without the
-/// pod's scheduling, image pull and artifact loading), and Argo's parameters, artifacts and
-/// template fill what the sidecar did not see.
+/// One observation per attempt. Where the sidecar reported an attempt that Argo's status also
+/// has, Argo's start and end stay: the pod's whole life, from scheduling through loading its
+/// inputs to writing its outputs, is what the tasks after it wait for and when it reads its
+/// inputs (the sidecar's report of the work alone would predict every later task too early).
+/// The sidecar adds the bytes it read where Argo has none, and a phase where Argo has none.
 fn prefer_sidecar(observations: &[&TaskObservation]) -> Vec<TaskObservation> {
     let sidecar: HashMap<(&str, u32), &TaskObservation> = observations
         .iter()
@@ -166,10 +167,10 @@ fn prefer_sidecar(observations: &[&TaskObservation]) -> Vec<TaskObservation> {
             }
             (ObservationSource::Argo, Some(seen)) => {
                 let mut both = (*obs).clone();
-                both.started_at = seen.started_at.or(obs.started_at);
-                both.finished_at = seen.finished_at.or(obs.finished_at);
-                both.phase = seen.phase.clone().or(both.phase);
-                both.input_bytes = seen.input_bytes.or(obs.input_bytes);
+                both.started_at = obs.started_at.or(seen.started_at);
+                both.finished_at = obs.finished_at.or(seen.finished_at);
+                both.phase = both.phase.or_else(|| seen.phase.clone());
+                both.input_bytes = obs.input_bytes.or(seen.input_bytes);
                 both.source = ObservationSource::Sidecar;
                 merged.push(both);
             }

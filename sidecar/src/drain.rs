@@ -1,8 +1,10 @@
 //! Draining the shared event space into the SQLite history.
 //!
 //! The events of one task run (same run, task, loop instance and attempt) are folded into one
-//! [`TaskObservation`] with source `sidecar`: the real start and end of the work, the exit
-//! status, the bytes read and written. A task run is recorded once its `ended` event is there;
+//! [`TaskObservation`] with source `sidecar`: the task's window from when it began reading its
+//! inputs (what the tasks after it wait for, as they wait for its end) to the end of its work
+//! or of its outputs' write-through, whichever is later; the exit status; the bytes read and
+//! written. A task run is recorded once its `ended` event is there;
 //! until then its events stay in the cache for the next drain. Recorded events are removed, so
 //! two drainers (`kfcache prefetch --follow`, `kfcache cron`) that race record the same task run
 //! at most twice, and the store replaces the earlier report of the same attempt. A task run
@@ -12,6 +14,8 @@
 //! Records that cannot be parsed are removed too (they never will parse) and counted.
 
 use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 
 use kfcache_prefetcher::CacheSink;
 use kfcache_schema::{ObservationSource, Store, TaskObservation};
@@ -45,6 +49,10 @@ struct Fold {
     ended: bool,
     hits: u32,
     misses: u32,
+    /// When the task began reading its inputs (the `inputs` event's time less its seconds).
+    inputs_began: Option<DateTime<Utc>>,
+    /// When its outputs were written through (the `outputs` event's time).
+    outputs_ended: Option<DateTime<Utc>>,
 }
 
 /// Reads every pending event, records each finished task run in `store`, and removes what was
@@ -180,19 +188,32 @@ fn fold(events: Vec<(String, Event)>) -> BTreeMap<RunKey, Fold> {
                 misses,
                 bytes_from_cache,
                 bytes_from_origin,
-                ..
+                seconds,
             } => {
+                let began = chrono::Duration::try_milliseconds((seconds.max(0.0) * 1e3) as i64)
+                    .map_or(event.at, |d| event.at - d);
+                fold.inputs_began = Some(fold.inputs_began.map_or(began, |b| b.min(began)));
                 fold.hits += hits;
                 fold.misses += misses;
                 let bytes = bytes_from_cache.saturating_add(bytes_from_origin);
                 obs.input_bytes = Some(obs.input_bytes.unwrap_or(0).saturating_add(bytes));
             }
             EventKind::Outputs { bytes, .. } => {
+                fold.outputs_ended = Some(fold.outputs_ended.map_or(event.at, |e| e.max(event.at)));
                 obs.output_bytes = Some(obs.output_bytes.unwrap_or(0).saturating_add(bytes));
             }
         }
     }
     for fold in folds.values_mut() {
+        // The window the tasks after it see: reading the inputs is part of the task, and so
+        // is writing the outputs through when that ends after the work.
+        let obs = &mut fold.observation;
+        if let (Some(began), Some(started)) = (fold.inputs_began, obs.started_at) {
+            obs.started_at = Some(started.min(began));
+        }
+        if let (Some(written), Some(finished)) = (fold.outputs_ended, obs.finished_at) {
+            obs.finished_at = Some(finished.max(written));
+        }
         if fold.hits + fold.misses > 0 {
             let cache = format!(
                 "inputs: {} from cache, {} from origin",
@@ -311,7 +332,9 @@ mod tests {
             .expect("fit recorded");
         assert_eq!(task.task_key, "fit");
         assert_eq!(task.source, ObservationSource::Sidecar);
-        assert_eq!(task.duration_s(), Some(60.0));
+        // From when it began reading its inputs (1 s before t0) to the end of its work.
+        assert_eq!(task.started_at, Some(t0 - Duration::seconds(1)));
+        assert_eq!(task.duration_s(), Some(63.0));
         assert_eq!(task.input_bytes, Some(300));
         assert_eq!(task.node.as_deref(), Some("gpu-node-1"));
         assert!(task.succeeded());
