@@ -30,7 +30,8 @@ use kfcache_parser::{Dag, Pipeline};
 use kfcache_predictor::{anchor, EstimatorConfig, Prediction};
 use kfcache_prefetcher::execute::{Event, ExecuteConfig, Executor, PlanClock, RetryPolicy};
 use kfcache_prefetcher::plan::{
-    plan, CachedEntry, ItemStatus, Plan, PlanConfig, PlanInput, PlanItem, PlanTask, TaskState,
+    origin_reads, plan, CachedEntry, ItemStatus, OriginReads, Plan, PlanConfig, PlanInput,
+    PlanItem, PlanTask, TaskState,
 };
 use kfcache_prefetcher::{lease, IgniteSink, ObjectCache, ObjectStoreSource, StageOptions};
 use kfcache_schema::{Store, TaskObservation, TransferRecord};
@@ -112,6 +113,8 @@ pub struct PrefetchArgs {
     /// start (its deadline minus its transfer time at the plan's bandwidth) instead of staging
     /// it at once: the link stays free for the tasks already reading from the origin, and
     /// staged data takes room in the cache for less time. Later re-plans stage it when due.
+    /// While tasks of the run are predicted to be reading inputs the cache does not hold from
+    /// the origin, the lead is 0: only items that must start now to be in time are staged.
     /// Without history of the pipeline (predicted starts from priors only) it is ignored.
     #[arg(long, value_name = "SECONDS", requires = "follow")]
     pub lead: Option<f64>,
@@ -470,7 +473,8 @@ async fn prefetch_pipeline(
     // Holding items back trusts the predicted starts: only those learned from history.
     let lead = args.lead.filter(|_| prediction.history_runs > 0);
     if let Some(lead) = lead {
-        current = Arc::new(due_within(&current, lead, true));
+        let reads = origin_reads(&tasks, &cached, &config);
+        current = Arc::new(due_within(&current, lead, reads.as_ref(), true));
     } else if args.lead.is_some() {
         Arc::make_mut(&mut current).notes.push(
             "--lead ignored: no history yet, so the predicted starts are only priors; staging at once"
@@ -634,7 +638,8 @@ async fn prefetch_pipeline(
             });
             done.extend(next.items.iter().map(|i| i.uri.clone()));
             if let Some(lead) = lead {
-                next = due_within(&next, lead, false);
+                let reads = origin_reads(&tasks, &cached, &config);
+                next = due_within(&next, lead, reads.as_ref(), false);
             }
             if next.staged().count() == 0 {
                 continue;
@@ -756,19 +761,31 @@ fn starting_before(plan: &Plan, horizon_s: f64) -> Plan {
 }
 
 /// `--lead`: the plan without the items that are not due yet, those whose latest safe start
-/// is more than `lead_s` after the plan's now (a later re-plan stages them). With `note`, the
-/// plan says how many were held.
-fn due_within(plan: &Plan, lead_s: f64, note: bool) -> Plan {
-    let due_by = plan.config.now_s + lead_s;
+/// is more than `lead_s` after the plan's now (a later re-plan stages them). While the run's
+/// tasks read from the origin (`reads`), the lead is 0: staging leaves them the link and takes
+/// only what must start now to be in time. With `note`, the plan says how many were held.
+fn due_within(plan: &Plan, lead_s: f64, reads: Option<&OriginReads>, note: bool) -> Plan {
+    let now_s = plan.config.now_s;
+    let due_by = match reads {
+        Some(reads) if reads.until_s > now_s => now_s,
+        _ => now_s + lead_s,
+    };
     holding_back(
         plan,
         |i| i.latest_start_s <= due_by,
         |held| {
-            note.then(|| {
-                format!(
+            note.then(|| match reads {
+                Some(reads) if reads.until_s > now_s => format!(
+                    "{held} item(s) held while the run's tasks read {:.0} MB from the origin \
+                     (until about {}), then until {} before their latest safe start",
+                    reads.bytes as f64 / 1e6,
+                    duration(reads.until_s),
+                    duration(lead_s)
+                ),
+                _ => format!(
                     "{held} item(s) held until {} before their latest safe start",
                     duration(lead_s)
-                )
+                ),
             })
         },
     )
@@ -925,7 +942,7 @@ mod tests {
         assert_eq!(latest, [15.0, 85.0]);
 
         // Due within 20 s of now: the first only; the second keeps its reader for evictions.
-        let due = due_within(&full, 20.0, true);
+        let due = due_within(&full, 20.0, None, true);
         let staged: Vec<&str> = due.staged().map(|i| i.uri.as_str()).collect();
         assert_eq!(staged, ["s3://b/soon"]);
         assert_eq!(due.readers_of("s3://b/later").len(), 1);
@@ -944,7 +961,7 @@ mod tests {
                 ..config.clone()
             },
         );
-        let due = due_within(&later, 20.0, false);
+        let due = due_within(&later, 20.0, None, false);
         let staged: Vec<&str> = due.staged().map(|i| i.uri.as_str()).collect();
         assert!(staged.contains(&"s3://b/later"), "{staged:?}");
         let late = plan(
@@ -955,9 +972,47 @@ mod tests {
                 ..config
             },
         );
-        assert!(due_within(&late, 0.0, false)
+        assert!(due_within(&late, 0.0, None, false)
             .staged()
             .any(|i| i.uri == "s3://b/later"));
+    }
+
+    #[test]
+    fn while_tasks_read_from_the_origin_only_items_that_must_start_now_are_staged() {
+        // Latest safe starts at 15 s and 85 s, as above; a CPU task reads 200 MB from the
+        // origin from 0 s, until 20 s at 10 MB/s.
+        let mut tasks = vec![
+            gpu_task("soon", 30.0, "s3://b/soon", 100_000_000),
+            gpu_task("later", 100.0, "s3://b/later", 100_000_000),
+            gpu_task("first", 0.0, "s3://b/raw", 200_000_000),
+        ];
+        tasks[2].gpus = 0;
+        let at = |now_s: f64| PlanConfig {
+            now_s,
+            margin_s: 5.0,
+            bandwidth_bytes_per_s: 10e6,
+            budget_bytes: 1 << 30,
+            all_tasks: false,
+        };
+        let staged = |now_s: f64| {
+            let config = at(now_s);
+            let full = plan(&tasks, &[], &config);
+            let reads = origin_reads(&tasks, &[], &config);
+            let due = due_within(&full, 80.0, reads.as_ref(), true);
+            let uris: Vec<String> = due.staged().map(|i| i.uri.clone()).collect();
+            (uris, due.notes)
+        };
+        // At 1 s a lead of 80 s would stage both; the origin reads hold both back.
+        let (uris, notes) = staged(1.0);
+        assert!(uris.is_empty(), "{uris:?}");
+        assert!(
+            notes.iter().any(|n| n.contains("2 item(s) held while")),
+            "{notes:?}"
+        );
+        // At 15 s the first must start to be in time: it goes, the link shared or not.
+        assert_eq!(staged(15.0).0, ["s3://b/soon"]);
+        // At 21 s the reads are over and the lead applies again.
+        assert_eq!(staged(21.0).0, ["s3://b/soon", "s3://b/later"]);
     }
 
     #[test]

@@ -229,6 +229,64 @@ pub fn stageable(uri: &str) -> bool {
     )
 }
 
+/// The run's own reads from the origin at the plan's now: what the tasks under way read that
+/// the cache does not hold, over the link staging also uses.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OriginReads {
+    /// Bytes those tasks read from the origin (inputs of unknown size are not counted).
+    pub bytes: u64,
+    /// When the reads are predicted to end, seconds from the run's start: they share the
+    /// link at the plan's bandwidth from the earliest of their tasks' starts.
+    pub until_s: f64,
+}
+
+/// The run's tasks under way at `config.now_s` (started, or predicted to have started, and not
+/// done) and what they read from the origin: their external inputs (not upstream outputs)
+/// that `cached` does not hold, directly or under a cached directory. `None` when those reads
+/// are predicted to be over, or there are none.
+pub fn origin_reads(
+    tasks: &[PlanTask],
+    cached: &[CachedEntry],
+    config: &PlanConfig,
+) -> Option<OriginReads> {
+    let now = config.now_s;
+    let bandwidth = config.bandwidth_bytes_per_s;
+    if !(bandwidth > 0.0 && bandwidth.is_finite()) {
+        return None;
+    }
+    let is_cached = |uri: &str| {
+        cached.iter().any(|c| {
+            c.uri == uri || (uri.ends_with('/') && c.uri.starts_with(uri)) || {
+                c.uri.ends_with('/') && uri.starts_with(c.uri.as_str())
+            }
+        })
+    };
+    let mut bytes = 0u64;
+    let mut first_start = f64::INFINITY;
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for task in tasks.iter().filter(|t| t.runs) {
+        let started_s = match task.state {
+            TaskState::Running { started_s } => started_s,
+            TaskState::Pending if task.start_s <= now => task.start_s,
+            TaskState::Pending | TaskState::Done => continue,
+        };
+        let mut reads = false;
+        for input in &task.inputs {
+            let Some(size) = input.bytes else { continue };
+            if !stageable(&input.uri) || is_cached(&input.uri) || !seen.insert(&input.uri) {
+                continue;
+            }
+            bytes += size;
+            reads = true;
+        }
+        if reads {
+            first_start = first_start.min(started_s);
+        }
+    }
+    let until_s = first_start + bytes as f64 / bandwidth;
+    (bytes > 0 && until_s > now).then_some(OriginReads { bytes, until_s })
+}
+
 /// A task that reads an object: its predicted (or, once started, actual) window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reader {

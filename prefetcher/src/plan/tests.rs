@@ -366,3 +366,57 @@ fn an_output_not_written_yet_does_not_hold_up_inputs_that_exist() {
         Some((300.0, 301.0))
     );
 }
+
+#[test]
+fn origin_reads_are_what_tasks_under_way_read_that_the_cache_does_not_hold() {
+    let mut running = task(
+        "prepare",
+        0,
+        0.0,
+        30.0,
+        &[("s3://b/raw/", 300 * MB), ("task://up/out", 50 * MB)],
+    );
+    running.state = TaskState::Running { started_s: 1.0 };
+    let tasks = [
+        running,
+        // Predicted to have started at 2 s; one input cached under a cached directory.
+        task(
+            "split",
+            0,
+            2.0,
+            20.0,
+            &[("s3://b/shard", 100 * MB), ("s3://d/x/y", 700 * MB)],
+        ),
+        // Shares the first task's input: its bytes count once, with the first reader.
+        task("again", 0, 0.5, 20.0, &[("s3://b/raw/", 300 * MB)]),
+        // Not started yet, and done: neither reads now.
+        task("train", 1, 40.0, 90.0, &[("s3://b/images/", 900 * MB)]),
+        {
+            let mut done = task("old", 0, 0.0, 1.0, &[("s3://b/old", 900 * MB)]);
+            done.state = TaskState::Done;
+            done
+        },
+    ];
+    let cached = [CachedEntry {
+        uri: "s3://d/x/".to_string(),
+        bytes: 700 * MB,
+        leased: false,
+    }];
+    let at = |now_s: f64| PlanConfig {
+        now_s,
+        ..config(10_000 * MB)
+    };
+    // 400 MB from 1 s (the earliest start of a task counted) at 100 MB/s: until 5 s.
+    let reads = origin_reads(&tasks, &cached, &at(3.0)).unwrap();
+    assert_eq!(reads.bytes, 400 * MB);
+    assert!((reads.until_s - 5.0).abs() < 1e-9, "{reads:?}");
+    // Before `split` is predicted to start, only the raw input counts.
+    assert_eq!(
+        origin_reads(&tasks, &cached, &at(1.5)).unwrap().bytes,
+        300 * MB
+    );
+    // Once the reads are predicted to be over, nothing holds staging back.
+    assert_eq!(origin_reads(&tasks, &cached, &at(5.5)), None);
+    // Nothing under way reads uncached bytes: none.
+    assert_eq!(origin_reads(&tasks[3..], &cached, &at(3.0)), None);
+}
