@@ -231,6 +231,19 @@ impl Store {
                 upsert_run(&mut tx, &run).await?.0
             }
         };
+        // A run known only from its tasks' reports starts with the first of them, so that it
+        // takes its place among the pipeline's runs in time.
+        if let Some(started) = task.started_at {
+            sqlx::query(
+                "UPDATE run SET started_at = ?2
+                  WHERE id = ?1 AND (started_at IS NULL OR started_at > ?2)",
+            )
+            .bind(run_id)
+            .bind(timestamp(started))
+            .execute(&mut *tx)
+            .await
+            .context("placing a run in time by its first task")?;
+        }
         sqlx::query(
             "DELETE FROM task_run WHERE run_id = ?1 AND task_key = ?2 AND instance = ?3
                AND attempt = ?4 AND source = ?5",
