@@ -762,27 +762,29 @@ fn starting_before(plan: &Plan, horizon_s: f64) -> Plan {
 
 /// `--lead`: the plan without the items that are not due yet, those whose latest safe start
 /// is more than `lead_s` after the plan's now (a later re-plan stages them). While the run's
-/// tasks read from the origin (`reads`), the lead is 0: staging leaves them the link and takes
-/// only what must start now to be in time. With `note`, the plan says how many were held.
+/// tasks read from the origin (`reads`, from [`origin_reads`] at the plan's now), the lead is
+/// 0: staging leaves them the link and takes only what must start now to be in time. With
+/// `note`, the plan says how many were held.
 fn due_within(plan: &Plan, lead_s: f64, reads: Option<&OriginReads>, note: bool) -> Plan {
     let now_s = plan.config.now_s;
-    let due_by = match reads {
-        Some(reads) if reads.until_s > now_s => now_s,
-        _ => now_s + lead_s,
+    let due_by = if reads.is_some() {
+        now_s
+    } else {
+        now_s + lead_s
     };
     holding_back(
         plan,
         |i| i.latest_start_s <= due_by,
         |held| {
             note.then(|| match reads {
-                Some(reads) if reads.until_s > now_s => format!(
+                Some(reads) => format!(
                     "{held} item(s) held while the run's tasks read {:.0} MB from the origin \
                      (until about {}), then until {} before their latest safe start",
                     reads.bytes as f64 / 1e6,
                     duration(reads.until_s),
                     duration(lead_s)
                 ),
-                _ => format!(
+                None => format!(
                     "{held} item(s) held until {} before their latest safe start",
                     duration(lead_s)
                 ),
@@ -923,21 +925,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn lead_holds_items_until_they_are_due_and_keeps_their_readers() {
-        // 100 MB at 10 MB/s with a 5 s margin: latest safe starts at 15 s and 85 s.
-        let tasks = [
+    /// Two GPU tasks reading 100 MB each, from 30 s and from 100 s.
+    fn soon_and_later() -> Vec<PlanTask> {
+        vec![
             gpu_task("soon", 30.0, "s3://b/soon", 100_000_000),
             gpu_task("later", 100.0, "s3://b/later", 100_000_000),
-        ];
-        let config = PlanConfig {
-            now_s: 0.0,
+        ]
+    }
+
+    /// 10 MB/s with a 5 s margin, planned at `now_s`: latest safe starts of
+    /// [`soon_and_later`] at 15 s and 85 s.
+    fn config_at(now_s: f64) -> PlanConfig {
+        PlanConfig {
+            now_s,
             margin_s: 5.0,
             bandwidth_bytes_per_s: 10e6,
             budget_bytes: 1 << 30,
             all_tasks: false,
-        };
-        let full = plan(&tasks, &[], &config);
+        }
+    }
+
+    #[test]
+    fn lead_holds_items_until_they_are_due_and_keeps_their_readers() {
+        // 100 MB at 10 MB/s with a 5 s margin: latest safe starts at 15 s and 85 s.
+        let tasks = soon_and_later();
+        let full = plan(&tasks, &[], &config_at(0.0));
         let latest: Vec<f64> = full.staged().map(|i| i.latest_start_s).collect();
         assert_eq!(latest, [15.0, 85.0]);
 
@@ -953,25 +965,11 @@ mod tests {
         );
 
         // A re-plan at 70 s finds the second due; an item is never held past its latest start.
-        let later = plan(
-            &tasks,
-            &[],
-            &PlanConfig {
-                now_s: 70.0,
-                ..config.clone()
-            },
-        );
+        let later = plan(&tasks, &[], &config_at(70.0));
         let due = due_within(&later, 20.0, None, false);
         let staged: Vec<&str> = due.staged().map(|i| i.uri.as_str()).collect();
         assert!(staged.contains(&"s3://b/later"), "{staged:?}");
-        let late = plan(
-            &tasks,
-            &[],
-            &PlanConfig {
-                now_s: 90.0,
-                ..config
-            },
-        );
+        let late = plan(&tasks, &[], &config_at(90.0));
         assert!(due_within(&late, 0.0, None, false)
             .staged()
             .any(|i| i.uri == "s3://b/later"));
@@ -981,21 +979,12 @@ mod tests {
     fn while_tasks_read_from_the_origin_only_items_that_must_start_now_are_staged() {
         // Latest safe starts at 15 s and 85 s, as above; a CPU task reads 200 MB from the
         // origin from 0 s, until 20 s at 10 MB/s.
-        let mut tasks = vec![
-            gpu_task("soon", 30.0, "s3://b/soon", 100_000_000),
-            gpu_task("later", 100.0, "s3://b/later", 100_000_000),
-            gpu_task("first", 0.0, "s3://b/raw", 200_000_000),
-        ];
-        tasks[2].gpus = 0;
-        let at = |now_s: f64| PlanConfig {
-            now_s,
-            margin_s: 5.0,
-            bandwidth_bytes_per_s: 10e6,
-            budget_bytes: 1 << 30,
-            all_tasks: false,
-        };
+        let mut tasks = soon_and_later();
+        let mut first = gpu_task("first", 0.0, "s3://b/raw", 200_000_000);
+        first.gpus = 0;
+        tasks.push(first);
         let staged = |now_s: f64| {
-            let config = at(now_s);
+            let config = config_at(now_s);
             let full = plan(&tasks, &[], &config);
             let reads = origin_reads(&tasks, &[], &config);
             let due = due_within(&full, 80.0, reads.as_ref(), true);
@@ -1017,18 +1006,7 @@ mod tests {
 
     #[test]
     fn starting_before_leaves_later_readers_items_for_a_later_prefetch() {
-        let tasks = [
-            gpu_task("soon", 30.0, "s3://b/soon", 100_000_000),
-            gpu_task("later", 100.0, "s3://b/later", 100_000_000),
-        ];
-        let config = PlanConfig {
-            now_s: 0.0,
-            margin_s: 5.0,
-            bandwidth_bytes_per_s: 10e6,
-            budget_bytes: 1 << 30,
-            all_tasks: false,
-        };
-        let within = starting_before(&plan(&tasks, &[], &config), 60.0);
+        let within = starting_before(&plan(&soon_and_later(), &[], &config_at(0.0)), 60.0);
         let staged: Vec<&str> = within.staged().map(|i| i.uri.as_str()).collect();
         assert_eq!(staged, ["s3://b/soon"]);
         assert_eq!(within.readers_of("s3://b/later").len(), 1);
