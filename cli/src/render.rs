@@ -1,6 +1,7 @@
 //! Output formats of `kfcache analyze`: a task table for terminals, the JSON contract for
 //! scripts, and the DAG as Graphviz DOT or Mermaid for pictures.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::Result;
@@ -53,12 +54,7 @@ pub fn table(analyses: &[Analysis]) -> String {
                     kfcache_parser::FanOut::Dynamic => " ×?".to_string(),
                 });
             }
-            let inputs = task
-                .inputs
-                .iter()
-                .map(|i| shorten(i.source.as_deref().unwrap_or(&i.name), INPUT_WIDTH))
-                .collect::<Vec<_>>()
-                .join("\n");
+            let inputs = input_lines(&task.inputs).join("\n");
             let depends = task
                 .depends_on
                 .iter()
@@ -174,7 +170,7 @@ pub fn pipeline_json(analysis: &Analysis) -> Value {
                 "condition": t.condition,
                 "retries": t.retries,
                 "params": t.params,
-                "inputs": t.inputs.iter().map(|i| json!({"name": i.name, "source": i.source, "path": i.path})).collect::<Vec<_>>(),
+                "inputs": t.inputs.iter().map(input_json).collect::<Vec<_>>(),
                 "outputs": t.outputs.iter().map(|o| json!({"name": o.name, "location": o.location, "path": o.path})).collect::<Vec<_>>(),
                 "role": t.role,
                 "parallelism": t.parallelism,
@@ -281,6 +277,47 @@ pub fn mermaid(analyses: &[Analysis]) -> String {
     out
 }
 
+/// How many of a loop's per-item inputs of one name the table lists before it counts the rest.
+const ITEM_LINES: usize = 3;
+
+/// The table's lines for a task's inputs: one per input, except that past [`ITEM_LINES`] of the
+/// per-item inputs of one name, the rest are counted on one line.
+fn input_lines(inputs: &[kfcache_parser::Input]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, input) in inputs.iter().enumerate() {
+        if input.item.is_some() {
+            let seen = shown.entry(input.name.as_str()).or_default();
+            *seen += 1;
+            if *seen > ITEM_LINES {
+                let last_of_name = !inputs[i + 1..]
+                    .iter()
+                    .any(|later| later.item.is_some() && later.name == input.name);
+                if last_of_name {
+                    let more = *seen - ITEM_LINES;
+                    let line = format!("… {more} more items of `{}`", input.name);
+                    lines.push(shorten(&line, INPUT_WIDTH));
+                }
+                continue;
+            }
+        }
+        lines.push(shorten(
+            input.source.as_deref().unwrap_or(&input.name),
+            INPUT_WIDTH,
+        ));
+    }
+    lines
+}
+
+/// An input in the JSON output; `item` only for an input read by one loop item's instance.
+fn input_json(input: &kfcache_parser::Input) -> serde_json::Value {
+    let mut value = json!({"name": input.name, "source": input.source, "path": input.path});
+    if let Some(item) = input.item {
+        value["item"] = item.into();
+    }
+    value
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +340,32 @@ mod tests {
         assert_eq!(wrap_id("short", 22), "short");
         let long = "x".repeat(30);
         assert!(wrap_id(&long, 22).lines().all(|l| l.chars().count() <= 22));
+    }
+
+    #[test]
+    fn a_long_loop_lists_its_first_items_and_counts_the_rest() {
+        let input = |name: &str, source: &str, item: Option<u32>| kfcache_parser::Input {
+            name: name.into(),
+            source: Some(source.into()),
+            path: None,
+            item,
+        };
+        let mut inputs = vec![input("labels", "s3://b/labels.csv", None)];
+        for i in 0..5 {
+            inputs.push(input("shard", &format!("s3://b/shard-{i}.bin"), Some(i)));
+        }
+        inputs.push(input("ckpt", "s3://b/ckpt-0.pt", Some(0)));
+        assert_eq!(
+            input_lines(&inputs),
+            [
+                "s3://b/labels.csv",
+                "s3://b/shard-0.bin",
+                "s3://b/shard-1.bin",
+                "s3://b/shard-2.bin",
+                "… 2 more items of `shard`",
+                "s3://b/ckpt-0.pt",
+            ]
+        );
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// per instance. Loops whose count is known only at run time stay dynamic.
 pub const MAX_FAN_OUT: u64 = 100_000;
 
+/// The most loop items for which an input that names its item (`shard-{{item}}.bin`) is
+/// listed once per item ([`crate::Input::item`]); a longer loop keeps the one input with the
+/// placeholder, read by every instance, as when the items are not known.
+pub const MAX_ITEM_INPUTS: usize = 1_000;
+
 /// How deeply templates (Argo) or component DAGs (KFP) may nest, and how far a recursive
 /// template guarded by `when` is followed, before the pipeline is refused.
 pub const MAX_TEMPLATE_DEPTH: usize = 64;

@@ -259,6 +259,12 @@ pub struct Input {
     pub source: Option<String>,
     /// Where the task expects it inside its container, when declared.
     pub path: Option<String>,
+    /// For a task whose own loop's items are known (`withItems`, `withSequence`), the item
+    /// (0-based) whose instance reads this input: a source that names the item
+    /// (`s3://b/shard-{{item}}.bin`) becomes one input per item, each with its own URI, so
+    /// that each can be sized and staged. `None` for an input that every instance reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
 }
 
 /// An output artifact of a task.

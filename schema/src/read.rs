@@ -24,18 +24,18 @@ const VERSION_COLUMNS: &str = "v.id, v.pipeline_id, v.content_hash, v.kind, v.so
 /// Every artifact link of the tasks selected by `{filter}` (on `t`, the task, and `l`, the
 /// link), from the three link tables, in task / role / position order.
 const ARTIFACTS_QUERY: &str = "
-    SELECT l.task_id, l.role, l.position, l.name, l.path, d.uri, l.implicit,
+    SELECT l.task_id, l.role, l.position, l.name, l.path, d.uri, l.implicit, l.item,
            'data' AS storage, d.id AS storage_id, d.size_bytes, NULL AS object_count
       FROM data_has_task l JOIN data d ON d.id = l.data_id JOIN task t ON t.id = l.task_id
      WHERE {filter}
     UNION ALL
-    SELECT l.task_id, l.role, l.position, l.name, l.path, r.uri, 0,
+    SELECT l.task_id, l.role, l.position, l.name, l.path, r.uri, 0, l.item,
            'directory', r.id, r.size_bytes, r.object_count
       FROM task_has_directory l JOIN directory r ON r.id = l.directory_id
       JOIN task t ON t.id = l.task_id
      WHERE {filter}
     UNION ALL
-    SELECT l.task_id, l.role, l.position, l.name, l.path, l.source, 0,
+    SELECT l.task_id, l.role, l.position, l.name, l.path, l.source, 0, l.item,
            'unlinked', NULL, NULL, NULL
       FROM task_unlinked_artifact l JOIN task t ON t.id = l.task_id
      WHERE {filter}
@@ -167,6 +167,7 @@ impl Store {
             };
             match artifact.role {
                 ArtifactRole::Input => task.inputs.push(Input {
+                    item: artifact.item,
                     name: artifact.name,
                     source: uri,
                     path: artifact.path,
@@ -376,6 +377,7 @@ fn artifact_record(row: &SqliteRow) -> Result<ArtifactRecord> {
         path: get(row, "path")?,
         uri: get(row, "uri")?,
         implicit: get(row, "implicit")?,
+        item: unsigned_opt("data_has_task", "item", get(row, "item")?)?,
         storage,
     })
 }

@@ -172,6 +172,7 @@ impl Store {
                     position,
                     name: &input.name,
                     path: input.path.as_deref(),
+                    item: input.item,
                 };
                 match input.source.as_deref() {
                     Some(uri) => link_uri(&mut tx, &link, uri, false, &at).await?,
@@ -185,6 +186,7 @@ impl Store {
                     position,
                     name: &output.name,
                     path: output.path.as_deref(),
+                    item: None,
                 };
                 match output.location.as_deref() {
                     Some(uri) => link_uri(&mut tx, &link, uri, false, &at).await?,
@@ -345,6 +347,7 @@ struct Link<'a> {
     position: usize,
     name: &'a str,
     path: Option<&'a str>,
+    item: Option<u32>,
 }
 
 /// Link a task to the data or directory row for `uri`, creating or touching it.
@@ -362,8 +365,9 @@ async fn link_uri(tx: &mut Tx, link: &Link<'_>, uri: &str, implicit: bool, at: &
             .await
             .context("recording a data URI")?;
             sqlx::query(
-                "INSERT INTO data_has_task (data_id, task_id, role, position, name, path, implicit)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO data_has_task
+                   (data_id, task_id, role, position, name, path, implicit, item)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .bind(data_id)
             .bind(link.task_id)
@@ -372,6 +376,7 @@ async fn link_uri(tx: &mut Tx, link: &Link<'_>, uri: &str, implicit: bool, at: &
             .bind(link.name)
             .bind(link.path)
             .bind(implicit)
+            .bind(link.item)
             .execute(&mut **tx)
             .await
             .context("linking a task to data")?;
@@ -388,8 +393,9 @@ async fn link_uri(tx: &mut Tx, link: &Link<'_>, uri: &str, implicit: bool, at: &
             .await
             .context("recording a directory URI")?;
             sqlx::query(
-                "INSERT INTO task_has_directory (directory_id, task_id, role, position, name, path)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO task_has_directory
+                   (directory_id, task_id, role, position, name, path, item)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .bind(directory_id)
             .bind(link.task_id)
@@ -397,6 +403,7 @@ async fn link_uri(tx: &mut Tx, link: &Link<'_>, uri: &str, implicit: bool, at: &
             .bind(link.position as i64)
             .bind(link.name)
             .bind(link.path)
+            .bind(link.item)
             .execute(&mut **tx)
             .await
             .context("linking a task to a directory")?;
@@ -409,8 +416,8 @@ async fn link_uri(tx: &mut Tx, link: &Link<'_>, uri: &str, implicit: bool, at: &
 /// Keep an artifact that names nothing to fetch (inline content, unknown source).
 async fn link_unlinked(tx: &mut Tx, link: &Link<'_>, source: Option<&str>) -> Result<()> {
     sqlx::query(
-        "INSERT INTO task_unlinked_artifact (task_id, role, position, name, path, source)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO task_unlinked_artifact (task_id, role, position, name, path, source, item)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .bind(link.task_id)
     .bind(link.role.as_str())
@@ -418,6 +425,7 @@ async fn link_unlinked(tx: &mut Tx, link: &Link<'_>, source: Option<&str>) -> Re
     .bind(link.name)
     .bind(link.path)
     .bind(source)
+    .bind(link.item)
     .execute(&mut **tx)
     .await
     .context("recording an unlinked artifact")?;

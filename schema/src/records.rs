@@ -105,6 +105,8 @@ pub struct ArtifactRecord {
     /// `task://producer/artifact` identity and `implicit` is set.
     pub uri: Option<String>,
     pub implicit: bool,
+    /// The loop item whose instance reads this input ([`kfcache_parser::Input::item`]).
+    pub item: Option<u32>,
     pub storage: ArtifactStorage,
 }
 

@@ -46,6 +46,7 @@ async fn counts(store: &Store) -> BTreeMap<&'static str, i64> {
 
 fn input(name: &str, source: Option<&str>, path: Option<&str>) -> Input {
     Input {
+        item: None,
         name: name.into(),
         source: source.map(Into::into),
         path: path.map(Into::into),
@@ -99,6 +100,25 @@ fn training_pipeline() -> Pipeline {
         input("dataset", Some("task://prepare/dataset"), Some("/data")),
         input("vocab", Some("s3://bucket/shared/vocab.txt"), None),
     ];
+    // One input per loop item: each instance reads its own shard (an object, a prefix).
+    for item in 0..2 {
+        train.inputs.push(Input {
+            item: Some(item),
+            ..input(
+                "shard",
+                Some(&format!("s3://bucket/shards/shard-{item}.bin")),
+                Some("/data/shard.bin"),
+            )
+        });
+    }
+    train.inputs.push(Input {
+        item: Some(2),
+        ..input(
+            "shard",
+            Some("s3://bucket/shards/part-2/"),
+            Some("/data/shard.bin"),
+        )
+    });
     train.outputs = vec![output(
         "model",
         Some("s3://bucket/models/model.pt"),
@@ -332,6 +352,23 @@ async fn record_and_read_back_round_trip() {
     assert_eq!(prepare_inputs[1].path.as_deref(), Some("/mnt/images"));
     assert!(prepare_inputs.iter().all(|a| a.role == ArtifactRole::Input));
 
+    // Each loop item's input keeps its item, object or prefix; the others have none.
+    let train_inputs = store.task_inputs(tasks[1].id).await.expect("inputs");
+    let train_items: Vec<(Option<u32>, Option<&str>)> = train_inputs
+        .iter()
+        .map(|a| (a.item, a.uri.as_deref()))
+        .collect();
+    assert_eq!(
+        train_items,
+        [
+            (None, Some("task://prepare/dataset")),
+            (None, Some("s3://bucket/shared/vocab.txt")),
+            (Some(0), Some("s3://bucket/shards/shard-0.bin")),
+            (Some(1), Some("s3://bucket/shards/shard-1.bin")),
+            (Some(2), Some("s3://bucket/shards/part-2/")),
+        ]
+    );
+
     let evaluate_inputs = store.task_inputs(tasks[2].id).await.expect("inputs");
     let names: Vec<_> = evaluate_inputs.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["model", "vocab", "config", "unknown"]);
@@ -349,10 +386,10 @@ async fn record_and_read_back_round_trip() {
     let counts = counts(&store).await;
     assert_eq!(counts["task"], 4);
     assert_eq!(counts["task_edge"], 3);
-    // raw.csv, task://prepare/dataset, vocab, model
-    assert_eq!(counts["data"], 4);
-    // the PVC mount, the stats prefix
-    assert_eq!(counts["directory"], 2);
+    // raw.csv, task://prepare/dataset, vocab, model, two shards
+    assert_eq!(counts["data"], 6);
+    // the PVC mount, the stats prefix, a shard prefix
+    assert_eq!(counts["directory"], 3);
     assert_eq!(counts["task_unlinked_artifact"], 2);
 }
 

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use super::artifacts::{self, ArtifactRef};
 use super::depends;
 use super::raw::{self, Call, Template};
-use super::substitute::{substitute, uniform_item_vars, TooLong, Vars};
+use super::substitute::{item_vars, substitute, uniform_item_vars, TooLong, Vars};
 use super::{parameter_values, Resolver, TemplateSet};
 use crate::error::{Error, Location, Result};
-use crate::limits::{self, PipelineBudget, MAX_FAN_OUT, MAX_VALUE_BYTES};
+use crate::limits::{self, PipelineBudget, MAX_FAN_OUT, MAX_ITEM_INPUTS, MAX_VALUE_BYTES};
 use crate::model::{
     task_output_uri, FanOut, Input, Output, Pipeline, PipelineKind, Task, TaskKind, TaskRole,
 };
@@ -124,6 +124,7 @@ pub(crate) fn flatten(
         role: TaskRole::Main,
         stack: Vec::new(),
         claims: flattener.claims.clone(),
+        items: None,
     };
 
     let mut tasks = Vec::new();
@@ -292,6 +293,10 @@ struct Scope {
     stack: Vec<String>,
     /// Volume name → PVC claim name.
     claims: BTreeMap<String, String>,
+    /// The `{{item…}}` values of each item of the one loop the tasks below run in, when that
+    /// loop's items are known and it is not nested in another loop (whose `{{item}}` a literal
+    /// `{{item}}` could equally mean): inputs that name the item are listed once per item.
+    items: Option<Arc<Vec<Vars>>>,
 }
 
 /// What a DAG task / step offers its siblings: its output artifacts by name.
@@ -570,6 +575,14 @@ impl Flattener<'_, '_, '_> {
             }
         };
 
+        // The loop whose `{{item}}` the tasks below mean: this call's own, when it is the only
+        // one; an enclosing loop's, when this call has none.
+        let items = match loop_count {
+            None => scope.items.clone(),
+            Some(_) if scope.fan_out.is_some() => None,
+            Some(_) => known_items(call, &scope.vars).map(Arc::new),
+        };
+
         let path = self.path;
         let budget = self.budget;
         let too_long = |what: std::fmt::Arguments<'_>| too_long(path, line, what);
@@ -736,6 +749,7 @@ impl Flattener<'_, '_, '_> {
             role: scope.role,
             stack,
             claims,
+            items,
         };
         let children_prefix = if call.name.is_empty() {
             prefix.to_string()
@@ -1092,6 +1106,63 @@ impl Flattener<'_, '_, '_> {
     }
 
     /// One executable task.
+    /// `inputs` with each one whose source names the loop's item (`{{item}}`, `{{item.x}}`)
+    /// replaced by one input per item, its source and path substituted with that item's
+    /// values. An input is kept as it is when the loop has more than [`MAX_ITEM_INPUTS`]
+    /// items or when any item leaves a placeholder in its source.
+    fn inputs_per_item(
+        &self,
+        inputs: Vec<Input>,
+        items: &[Vars],
+        line: Option<usize>,
+    ) -> Result<Vec<Input>> {
+        if items.len() > MAX_ITEM_INPUTS {
+            return Ok(inputs);
+        }
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let names_item = input.item.is_none()
+                && input
+                    .source
+                    .as_deref()
+                    .is_some_and(|s| s.contains("{{item"));
+            if !names_item {
+                out.push(input);
+                continue;
+            }
+            let mut per_item = Vec::with_capacity(items.len());
+            for (index, vars) in items.iter().enumerate() {
+                let what = format_args!("input `{}` of loop item {index}", input.name);
+                let source = input
+                    .source
+                    .as_deref()
+                    .map(|s| substitute_within(self.budget, self.path, line, s, vars, what))
+                    .transpose()?;
+                let what = format_args!("the path of input `{}` of loop item {index}", input.name);
+                let path = input
+                    .path
+                    .as_deref()
+                    .map(|p| substitute_within(self.budget, self.path, line, p, vars, what))
+                    .transpose()?;
+                per_item.push(Input {
+                    name: input.name.clone(),
+                    source,
+                    path,
+                    item: u32::try_from(index).ok(),
+                });
+            }
+            let resolved = per_item
+                .iter()
+                .all(|i| i.source.as_deref().is_some_and(|s| !s.contains("{{item")));
+            if resolved {
+                out.extend(per_item);
+            } else {
+                out.push(input);
+            }
+        }
+        Ok(out)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn leaf(
         &mut self,
@@ -1213,6 +1284,7 @@ impl Flattener<'_, '_, '_> {
             let source = scope.input_artifacts.get(&artifact.name).cloned().flatten();
             let what = || format!("the path of input `{}`", artifact.name);
             task.inputs.push(Input {
+                item: None,
                 name: artifact.name.clone(),
                 source,
                 path: match artifact.path.as_deref() {
@@ -1220,6 +1292,9 @@ impl Flattener<'_, '_, '_> {
                     None => None,
                 },
             });
+        }
+        if let Some(items) = &scope.items {
+            task.inputs = self.inputs_per_item(std::mem::take(&mut task.inputs), items, line)?;
         }
         let mut mounts: Vec<(String, String)> = Vec::new();
         for mount in containers
@@ -1247,6 +1322,7 @@ impl Flattener<'_, '_, '_> {
                 continue;
             }
             task.inputs.push(Input {
+                item: None,
                 name: name.to_string(),
                 source: Some(pvc_uri(claim, mount_path)),
                 path: Some(mount_path.clone()),
@@ -1418,6 +1494,50 @@ fn sequence_count(sequence: &raw::Sequence, vars: &Vars, caller_vars: &mut Vars)
         }
     }
     Some(count)
+}
+
+/// The `{{item…}}` values of each item of `call`'s own loop, when they are known from the
+/// YAML: a `withItems` list, or a `withSequence` with literal bounds and no `format`.
+fn known_items(call: &Call, vars: &Vars) -> Option<Vec<Vars>> {
+    if let Some(items) = &call.with_items {
+        return (items.len() <= MAX_ITEM_INPUTS).then(|| {
+            items
+                .iter()
+                .map(|item| item_vars(item).into_iter().collect())
+                .collect()
+        });
+    }
+    let sequence = call.with_sequence.as_ref()?;
+    if sequence.format.as_deref().is_some_and(|f| !f.is_empty()) {
+        return None;
+    }
+    let start = match &sequence.start {
+        Some(start) => parse_integer(start.as_str(), vars)?,
+        None => 0,
+    };
+    let numbers: Vec<i128> = if let Some(count) = &sequence.count {
+        let count = parse_integer(count.as_str(), vars)?;
+        if !(0..=MAX_ITEM_INPUTS as i128).contains(&count) {
+            return None;
+        }
+        (0..count).map(|i| start + i).collect()
+    } else {
+        let end = parse_integer(sequence.end.as_ref()?.as_str(), vars)?;
+        if end.abs_diff(start) >= MAX_ITEM_INPUTS as u128 {
+            return None;
+        }
+        if end >= start {
+            (start..=end).collect()
+        } else {
+            (end..=start).rev().collect()
+        }
+    };
+    Some(
+        numbers
+            .into_iter()
+            .map(|n| std::iter::once(("item".to_string(), n.to_string())).collect())
+            .collect(),
+    )
 }
 
 /// A loop count or bound after substitution: an integer, or a number with no fraction

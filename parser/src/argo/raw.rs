@@ -332,6 +332,8 @@ pub struct Sequence {
     pub count: Option<Scalar>,
     pub start: Option<Scalar>,
     pub end: Option<Scalar>,
+    /// A printf format for the items (`%02d`); items are then not known exactly.
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -112,11 +112,7 @@ pub fn substitute(text: &str, vars: &Vars) -> Result<String, TooLong> {
 /// The `{{item...}}` values that are the same for every item of a loop, so substituting them
 /// is exact. An item that is a map also offers `item.field` (and `item.a.b` for nested maps).
 pub fn uniform_item_vars(items: &[Value]) -> BTreeMap<String, String> {
-    let mut flattened = items.iter().map(|item| {
-        let mut vars = BTreeMap::new();
-        flatten_item("item", item, 0, &mut vars);
-        vars
-    });
+    let mut flattened = items.iter().map(item_vars);
     let Some(mut common) = flattened.next() else {
         return BTreeMap::new();
     };
@@ -127,6 +123,13 @@ pub fn uniform_item_vars(items: &[Value]) -> BTreeMap<String, String> {
         }
     }
     common
+}
+
+/// The `{{item...}}` values of one loop item: `item`, and for a map `item.field`.
+pub fn item_vars(item: &Value) -> BTreeMap<String, String> {
+    let mut vars = BTreeMap::new();
+    flatten_item("item", item, 0, &mut vars);
+    vars
 }
 
 fn flatten_item(prefix: &str, value: &Value, depth: usize, vars: &mut BTreeMap<String, String>) {

@@ -236,6 +236,148 @@ fn loops_set_fan_out_and_nested_tasks_inherit_it() {
     assert_eq!(task(&p, "outer.leaf").fan_out, Some(FanOut::Count(6)));
 }
 
+/// `(item, source)` of each input of `id` named `name`.
+fn item_sources(p: &Pipeline, id: &str, name: &str) -> Vec<(Option<u32>, String)> {
+    task(p, id)
+        .inputs
+        .iter()
+        .filter(|i| i.name == name)
+        .map(|i| (i.item, i.source.clone().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn inputs_that_name_a_known_loop_item_are_listed_once_per_item() {
+    let p = one(&workflow(
+        r#"
+  - name: main
+    dag:
+      tasks:
+      - name: items
+        template: read
+        arguments: {parameters: [{name: shard, value: "{{item}}"}]}
+        withItems: ["0", "1", "2"]
+      - name: maps
+        template: read
+        arguments: {parameters: [{name: shard, value: "{{item.part}}"}]}
+        withItems: [{part: a}, {part: b}]
+      - name: seq
+        template: read
+        arguments: {parameters: [{name: shard, value: "{{item}}"}]}
+        withSequence: {start: "5", count: "2"}
+      - name: down
+        template: read
+        arguments: {parameters: [{name: shard, value: "{{item}}"}]}
+        withSequence: {start: "3", end: "1"}
+      - name: formatted
+        template: read
+        arguments: {parameters: [{name: shard, value: "{{item}}"}]}
+        withSequence: {count: "2", format: "%02d"}
+      - name: dynamic
+        template: read
+        arguments: {parameters: [{name: shard, value: "{{item}}"}]}
+        withParam: "{{tasks.items.outputs.result}}"
+      - name: outer
+        template: inner
+        arguments: {parameters: [{name: shard, value: "{{item}}"}]}
+        withItems: [x, y]
+  - name: inner
+    inputs:
+      parameters: [{name: shard}]
+    dag:
+      tasks:
+      - name: leaf
+        template: read
+        arguments: {parameters: [{name: shard, value: "{{inputs.parameters.shard}}"}]}
+      - name: looped
+        template: read
+        arguments: {parameters: [{name: shard, value: "{{item}}"}]}
+        withItems: [p, q]
+  - name: read
+    inputs:
+      parameters: [{name: shard}]
+      artifacts:
+      - name: shard
+        path: /data/shard-{{inputs.parameters.shard}}.bin
+        s3: {bucket: b, key: "shards/shard-{{inputs.parameters.shard}}.bin"}
+      - name: labels
+        path: /data/labels.csv
+        s3: {bucket: b, key: labels.csv}
+    container: {image: alpine:3}
+"#,
+    ));
+    let shards = |id: &str| item_sources(&p, id, "shard");
+    let some = |pairs: &[(u32, &str)]| -> Vec<(Option<u32>, String)> {
+        pairs
+            .iter()
+            .map(|(i, s)| (Some(*i), s.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        shards("items"),
+        some(&[
+            (0, "s3://b/shards/shard-0.bin"),
+            (1, "s3://b/shards/shard-1.bin"),
+            (2, "s3://b/shards/shard-2.bin")
+        ])
+    );
+    let paths: Vec<Option<&str>> = task(&p, "items")
+        .inputs
+        .iter()
+        .filter(|i| i.name == "shard")
+        .map(|i| i.path.as_deref())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            Some("/data/shard-0.bin"),
+            Some("/data/shard-1.bin"),
+            Some("/data/shard-2.bin")
+        ]
+    );
+    // An input every instance reads stays one input, for no item in particular.
+    assert_eq!(
+        item_sources(&p, "items", "labels"),
+        [(None, "s3://b/labels.csv".to_string())]
+    );
+    assert_eq!(
+        shards("maps"),
+        some(&[
+            (0, "s3://b/shards/shard-a.bin"),
+            (1, "s3://b/shards/shard-b.bin")
+        ])
+    );
+    assert_eq!(
+        shards("seq"),
+        some(&[
+            (0, "s3://b/shards/shard-5.bin"),
+            (1, "s3://b/shards/shard-6.bin")
+        ])
+    );
+    assert_eq!(
+        shards("down"),
+        some(&[
+            (0, "s3://b/shards/shard-3.bin"),
+            (1, "s3://b/shards/shard-2.bin"),
+            (2, "s3://b/shards/shard-1.bin")
+        ])
+    );
+    // A loop inside a loop: the outer items reach the leaf without a loop of its own; a leaf
+    // with its own loop inside the outer one keeps the placeholder (which item is meant is
+    // not known), as do items that are not known exactly.
+    assert_eq!(
+        shards("outer.leaf"),
+        some(&[
+            (0, "s3://b/shards/shard-x.bin"),
+            (1, "s3://b/shards/shard-y.bin")
+        ])
+    );
+    let templated = [(None, "s3://b/shards/shard-{{item}}.bin".to_string())];
+    assert_eq!(shards("outer.looped"), templated);
+    assert_eq!(shards("formatted"), templated);
+    assert_eq!(shards("dynamic"), templated);
+}
+
 #[test]
 fn when_conditions_are_substituted_and_joined_through_nesting() {
     let p = one(r#"

@@ -857,6 +857,7 @@ impl<'a> Flattener<'a> {
         for input in artifact_order {
             let source = artifacts.get(&input).and_then(ArtifactValue::source);
             task.inputs.push(Input {
+                item: None,
                 name: input,
                 source,
                 path: None,
@@ -879,6 +880,7 @@ impl<'a> Flattener<'a> {
                     continue;
                 };
                 task.inputs.push(Input {
+                    item: None,
                     name: mount_path.to_string(),
                     source: Some(format!(
                         "pvc://{claim}/{}",
