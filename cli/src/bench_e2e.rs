@@ -105,6 +105,11 @@ pub struct E2eBenchArgs {
     /// Where the report, results and plots go.
     #[arg(long, value_name = "DIR", default_value = "bench-e2e")]
     pub out: PathBuf,
+    /// Where the replayed pods' volumes live, into which their inputs are written [default: a
+    /// directory under /dev/shm where there is one (a memory-backed `emptyDir`, or a GPU
+    /// node's local NVMe, which outpaces the remote link many times over); else OUT/work].
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
     /// Seconds a task's step may take before the replay gives up.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub task_timeout: u64,
@@ -309,6 +314,30 @@ fn origin_output_uri(
     format!("s3://{bucket}/runs/{run}/{task}/{instance}{artifact}")
 }
 
+/// The pods' volumes when `--scratch` is not given: memory-backed under /dev/shm where it
+/// exists, else beside the logs.
+fn default_scratch(work: &Path) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.join(format!("kfcache-e2e-{}", std::process::id()))
+    } else {
+        work.join("pods")
+    }
+}
+
+/// The task as one of its instances runs it: of the inputs listed once per loop item, only
+/// its own item's (an instance `i:i` runs item `i`).
+fn instance_task(task: &kfcache_parser::Task, instance: &str) -> kfcache_parser::Task {
+    let item = instance
+        .split(':')
+        .next()
+        .and_then(|i| i.parse::<u32>().ok());
+    let mut task = task.clone();
+    task.inputs
+        .retain(|input| input.item.is_none() || input.item == item);
+    task
+}
+
 /// `{{item}}` of a fan-out instance's input is its instance number.
 fn instance_uri(uri: &str, instance: &str) -> String {
     let item = instance.split(':').next().unwrap_or("");
@@ -352,7 +381,10 @@ struct Stack {
     /// S3 client through the proxy (uploads of outputs, copies of upstream outputs).
     remote: HashMap<String, Arc<AmazonS3>>,
     db: PathBuf,
+    /// Logs of the replay's processes.
     work: PathBuf,
+    /// The pods' volumes, one directory per run.
+    scratch: PathBuf,
     budget: u64,
     task_timeout: Duration,
 }
@@ -488,7 +520,7 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
     // The objects a run reads at the origin: external inputs of every instance.
     let mut external: BTreeMap<String, u64> = BTreeMap::new();
     for inst in &instances {
-        for input in &pipeline.tasks[inst.task].inputs {
+        for input in &instance_task(&pipeline.tasks[inst.task], &inst.instance).inputs {
             if let Some(source) = input.source.as_deref() {
                 if split_s3(source).is_some() {
                     let uri = instance_uri(source, &inst.instance);
@@ -521,6 +553,12 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
     let work = args.out.join("work");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(work.join("logs"))?;
+    let scratch = match &args.scratch {
+        Some(dir) => dir.clone(),
+        None => default_scratch(&work),
+    };
+    std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("cannot create the pods' scratch {}", scratch.display()))?;
     let db = args.out.join("history.db");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
@@ -602,6 +640,7 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
         remote,
         db: db.clone(),
         work,
+        scratch: scratch.clone(),
         budget,
         task_timeout: Duration::from_secs(args.task_timeout),
     });
@@ -654,6 +693,9 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
             results.push(result);
         }
     }
+    if args.scratch.is_none() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
     let config = report::Config {
         pipeline: args.pipeline.display().to_string(),
         profile: profile_path.map(|p| p.display().to_string()),
@@ -667,6 +709,7 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
         ignite: stack.ignite.clone(),
         ignite_nodes: stack.settings.client.addresses.len(),
         input_bytes: external.values().sum(),
+        scratch: scratch.display().to_string(),
     };
     if results.is_empty() {
         store.close().await;
@@ -723,7 +766,7 @@ async fn run_once(
             );
         }
     }
-    let _ = tokio::fs::remove_dir_all(stack.work.join(&this.run)).await;
+    let _ = tokio::fs::remove_dir_all(stack.scratch.join(&this.run)).await;
     outcome
 }
 
@@ -935,14 +978,17 @@ impl Task {
 
     async fn run(self) -> Result<TaskResult> {
         let stack = self.stack.clone();
-        let task = &stack.pipeline.tasks[self.instance.task];
+        let task = &instance_task(
+            &stack.pipeline.tasks[self.instance.task],
+            &self.instance.instance,
+        );
         let label = if self.instance.instance.is_empty() {
             task.id.clone()
         } else {
             format!("{}({})", task.id, self.instance.instance)
         };
         let dir = stack
-            .work
+            .scratch
             .join(&self.run)
             .join(label.replace(['(', ')', ':'], "_"));
         let target = dir.join("root");

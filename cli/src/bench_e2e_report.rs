@@ -178,6 +178,8 @@ pub struct Config {
     pub ignite: String,
     pub ignite_nodes: usize,
     pub input_bytes: u64,
+    /// Where the pods' volumes were.
+    pub scratch: String,
 }
 
 /// A rep that did not complete: the report covers the others and says which failed.
@@ -387,7 +389,7 @@ pub fn write(
     let _ = writeln!(md, "# kfcache bench e2e\n");
     let _ = writeln!(
         md,
-        "Pipeline `{}`, {} reps per arm (interleaved, cold cache each rep), remote storage emulated at {:.0} MB/s with {:.0} ms per request, cache budget {:.0} MB, Ignite `{}` ({} nodes), inputs {:.0} MB (scale {}, time scale {}, seed {}).\n",
+        "Pipeline `{}`, {} reps per arm (interleaved, cold cache each rep), remote storage emulated at {:.0} MB/s with {:.0} ms per request, cache budget {:.0} MB, Ignite `{}` ({} nodes), inputs {:.0} MB (scale {}, time scale {}, seed {}), pods' volumes in `{}`.\n",
         config.pipeline,
         config.reps,
         config.bandwidth_bytes_per_s / 1e6,
@@ -398,7 +400,8 @@ pub fn write(
         config.input_bytes as f64 / 1e6,
         config.scale,
         config.time_scale,
-        config.seed
+        config.seed,
+        config.scratch
     );
     let _ = writeln!(md, "## Per arm: mean ± sd [95 % CI]\n");
     let _ = write!(md, "| metric |");
@@ -647,6 +650,7 @@ mod tests {
             ignite: "127.0.0.1:10800".into(),
             ignite_nodes: 1,
             input_bytes: 200,
+            scratch: "/dev/shm/kfcache-e2e".into(),
         }
     }
 
