@@ -1132,22 +1132,18 @@ impl Flattener<'_, '_, '_> {
             }
             let mut per_item = Vec::with_capacity(items.len());
             for (index, vars) in items.iter().enumerate() {
-                let what = format_args!("input `{}` of loop item {index}", input.name);
-                let source = input
-                    .source
-                    .as_deref()
-                    .map(|s| substitute_within(self.budget, self.path, line, s, vars, what))
-                    .transpose()?;
-                let what = format_args!("the path of input `{}` of loop item {index}", input.name);
-                let path = input
-                    .path
-                    .as_deref()
-                    .map(|p| substitute_within(self.budget, self.path, line, p, vars, what))
-                    .transpose()?;
+                let item = |text: Option<&str>, what: &str| {
+                    text.map(|text| {
+                        let what =
+                            format_args!("{what} of input `{}` of loop item {index}", input.name);
+                        substitute_within(self.budget, self.path, line, text, vars, what)
+                    })
+                    .transpose()
+                };
                 per_item.push(Input {
                     name: input.name.clone(),
-                    source,
-                    path,
+                    source: item(input.source.as_deref(), "the source")?,
+                    path: item(input.path.as_deref(), "the path")?,
                     item: u32::try_from(index).ok(),
                 });
             }
