@@ -142,6 +142,32 @@ fn short_replay_runs_three_arms_on_the_same_inputs_and_writes_the_report() {
         );
     }
 
+    // The history the kfcache reps predict from: every arm's runs of the first rep (the
+    // imported past), then only kfcache's (rep 2 runs lru, kfcache, nocache).
+    let recorded: Vec<String> = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = kfcache_schema::Store::open(&out_dir.join("history.db"))
+            .await
+            .expect("open the history");
+        sqlx::query_scalar("SELECT name FROM run ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .expect("runs")
+    });
+    let arms: Vec<&str> = recorded
+        .iter()
+        .map(|name| {
+            ["nocache", "lru", "kfcache"]
+                .into_iter()
+                .find(|arm| name.contains(&format!("-{arm}-")))
+                .unwrap_or_else(|| panic!("run {name} names no arm"))
+        })
+        .collect();
+    assert_eq!(
+        arms,
+        ["nocache", "lru", "kfcache", "kfcache"],
+        "{recorded:?}"
+    );
+
     // The report has a row per arm and the Welch comparisons; the Gantt shows staging.
     let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     for needle in ["nocache", "lru", "kfcache", "Welch", "95 % CI", "gantt.svg"] {
