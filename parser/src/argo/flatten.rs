@@ -1108,17 +1108,14 @@ impl Flattener<'_, '_, '_> {
     /// One executable task.
     /// `inputs` with each one whose source names the loop's item (`{{item}}`, `{{item.x}}`)
     /// replaced by one input per item, its source and path substituted with that item's
-    /// values. An input is kept as it is when the loop has more than [`MAX_ITEM_INPUTS`]
-    /// items or when any item leaves a placeholder in its source.
+    /// values (at most [`MAX_ITEM_INPUTS`], see [`known_items`]). An input is kept as it is
+    /// when any item leaves a placeholder in its source.
     fn inputs_per_item(
         &self,
         inputs: Vec<Input>,
         items: &[Vars],
         line: Option<usize>,
     ) -> Result<Vec<Input>> {
-        if items.len() > MAX_ITEM_INPUTS {
-            return Ok(inputs);
-        }
         let mut out = Vec::with_capacity(inputs.len());
         for input in inputs {
             let names_item = input.item.is_none()
@@ -1469,71 +1466,73 @@ fn parse_count(text: &str, vars: &Vars) -> Option<u32> {
 /// or negative. A single item also fixes `{{item}}`. The count is not bounded here: the
 /// caller refuses one over [`MAX_FAN_OUT`].
 fn sequence_count(sequence: &raw::Sequence, vars: &Vars, caller_vars: &mut Vars) -> Option<i128> {
+    let bounds = sequence_bounds(sequence, vars)?;
+    if bounds.count == 1 {
+        if let Some(start) = bounds.start {
+            caller_vars.insert("item".into(), start.to_string());
+        }
+    }
+    Some(bounds.count)
+}
+
+/// A `withSequence`'s items: the first (when it is known), how many, and the step between
+/// them (-1 when `end` is below `start`).
+struct SequenceBounds {
+    start: Option<i128>,
+    count: i128,
+    step: i128,
+}
+
+fn sequence_bounds(sequence: &raw::Sequence, vars: &Vars) -> Option<SequenceBounds> {
     let start = match &sequence.start {
         Some(start) => parse_integer(start.as_str(), vars),
         None => Some(0),
     };
-    let count = if let Some(count) = &sequence.count {
-        parse_integer(count.as_str(), vars)?
+    let (count, step) = if let Some(count) = &sequence.count {
+        (parse_integer(count.as_str(), vars)?, 1)
     } else if let Some(end) = &sequence.end {
         let end = parse_integer(end.as_str(), vars)?;
-        end.checked_sub(start?)?.checked_abs()?.checked_add(1)?
+        let span = end.checked_sub(start?)?;
+        (
+            span.checked_abs()?.checked_add(1)?,
+            if span < 0 { -1 } else { 1 },
+        )
     } else {
         return None;
     };
-    if count < 0 {
-        return None;
-    }
-    if count == 1 {
-        if let Some(start) = start {
-            caller_vars.insert("item".into(), start.to_string());
-        }
-    }
-    Some(count)
+    (count >= 0).then_some(SequenceBounds { start, count, step })
 }
 
 /// The `{{item…}}` values of each item of `call`'s own loop, when they are known from the
-/// YAML: a `withItems` list, or a `withSequence` with literal bounds and no `format`.
+/// YAML and there are at most [`MAX_ITEM_INPUTS`]: a `withItems` list, or a `withSequence`
+/// with literal bounds and no `format`.
 fn known_items(call: &Call, vars: &Vars) -> Option<Vec<Vars>> {
-    if let Some(items) = &call.with_items {
-        return (items.len() <= MAX_ITEM_INPUTS).then(|| {
-            items
-                .iter()
-                .map(|item| item_vars(item).into_iter().collect())
-                .collect()
-        });
-    }
-    let sequence = call.with_sequence.as_ref()?;
-    if sequence.format.as_deref().is_some_and(|f| !f.is_empty()) {
-        return None;
-    }
-    let start = match &sequence.start {
-        Some(start) => parse_integer(start.as_str(), vars)?,
-        None => 0,
-    };
-    let numbers: Vec<i128> = if let Some(count) = &sequence.count {
-        let count = parse_integer(count.as_str(), vars)?;
-        if !(0..=MAX_ITEM_INPUTS as i128).contains(&count) {
+    let items: Vec<Vars> = if let Some(items) = &call.with_items {
+        if items.len() > MAX_ITEM_INPUTS {
             return None;
         }
-        (0..count).map(|i| start + i).collect()
+        items
+            .iter()
+            .map(|item| item_vars(item).into_iter().collect())
+            .collect()
     } else {
-        let end = parse_integer(sequence.end.as_ref()?.as_str(), vars)?;
-        if end.abs_diff(start) >= MAX_ITEM_INPUTS as u128 {
+        let sequence = call.with_sequence.as_ref()?;
+        if sequence.format.as_deref().is_some_and(|f| !f.is_empty()) {
             return None;
         }
-        if end >= start {
-            (start..=end).collect()
-        } else {
-            (end..=start).rev().collect()
+        let bounds = sequence_bounds(sequence, vars)?;
+        let start = bounds.start?;
+        if bounds.count > MAX_ITEM_INPUTS as i128 {
+            return None;
         }
+        (0..bounds.count)
+            .map(|i| {
+                let item = start + i * bounds.step;
+                std::iter::once(("item".to_string(), item.to_string())).collect()
+            })
+            .collect()
     };
-    Some(
-        numbers
-            .into_iter()
-            .map(|n| std::iter::once(("item".to_string(), n.to_string())).collect())
-            .collect(),
-    )
+    Some(items)
 }
 
 /// A loop count or bound after substitution: an integer, or a number with no fraction
