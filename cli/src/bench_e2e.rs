@@ -331,10 +331,7 @@ fn default_scratch(work: &Path) -> PathBuf {
 /// The task as one of its instances runs it: of the inputs listed once per loop item, only
 /// its own item's (an instance `i:i` runs item `i`).
 fn instance_task(task: &kfcache_parser::Task, instance: &str) -> kfcache_parser::Task {
-    let item = instance
-        .split(':')
-        .next()
-        .and_then(|i| i.parse::<u32>().ok());
+    let item = item_of(instance).parse::<u32>().ok();
     let mut task = task.clone();
     task.inputs
         .retain(|input| input.item.is_none() || input.item == item);
@@ -343,8 +340,12 @@ fn instance_task(task: &kfcache_parser::Task, instance: &str) -> kfcache_parser:
 
 /// `{{item}}` of a fan-out instance's input is its instance number.
 fn instance_uri(uri: &str, instance: &str) -> String {
-    let item = instance.split(':').next().unwrap_or("");
-    uri.replace("{{item}}", item)
+    uri.replace("{{item}}", item_of(instance))
+}
+
+/// The item a fan-out instance (`i:i`) runs: its instance number.
+fn item_of(instance: &str) -> &str {
+    instance.split(':').next().unwrap_or("")
 }
 
 fn split_s3(uri: &str) -> Option<(&str, &str)> {
@@ -388,8 +389,6 @@ struct Stack {
     work: PathBuf,
     /// The pods' volumes, one directory per run.
     scratch: PathBuf,
-    /// Whether a kfcache run is in the history: from then on only kfcache runs are recorded.
-    kfcache_recorded: std::sync::atomic::AtomicBool,
     budget: u64,
     task_timeout: Duration,
 }
@@ -646,7 +645,6 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
         db: db.clone(),
         work,
         scratch: scratch.clone(),
-        kfcache_recorded: std::sync::atomic::AtomicBool::new(false),
         budget,
         task_timeout: Duration::from_secs(args.task_timeout),
     });
@@ -674,7 +672,11 @@ pub async fn run(args: E2eBenchArgs) -> Result<()> {
             eprintln!("bench e2e: run {done}/{total_runs}: {arm} rep {}", rep + 1);
             // A run that fails (a task, the cache, the stack) is recorded and the benchmark
             // goes on: one stalled request should not throw away an hour of reps.
-            let result = match run_once(&stack, &store, &instances, &compute, arm, rep).await {
+            // See the module doc: the imported past, then kfcache's own runs.
+            let recorded =
+                arm == ArmName::Kfcache || !results.iter().any(|r| r.arm == ArmName::Kfcache);
+            let this = (arm, rep, recorded);
+            let result = match run_once(&stack, &store, &instances, &compute, this).await {
                 Ok(result) => result,
                 Err(error) => {
                     eprintln!(
@@ -742,8 +744,7 @@ async fn run_once(
     store: &Store,
     instances: &[Instance],
     compute: &[f64],
-    arm: ArmName,
-    rep: usize,
+    (arm, rep, recorded): (ArmName, usize, bool),
 ) -> Result<RepResult> {
     let nonce: u32 = rand::random();
     let run = format!("{}-{arm}-{rep}-{nonce:08x}", stack.pipeline.name);
@@ -759,6 +760,7 @@ async fn run_once(
         rep,
         run,
         namespace,
+        recorded,
     };
     let outcome = replay(stack, store, instances, compute, &this, &cache).await;
     // Whether the run completed or failed, what it staged or wrote must not crowd the next
@@ -782,6 +784,8 @@ struct RunId {
     rep: usize,
     run: String,
     namespace: String,
+    /// Whether the finished run joins the history (see the module doc).
+    recorded: bool,
 }
 
 /// The body of [`run_once`]: the replay of one run and its history.
@@ -901,8 +905,7 @@ async fn replay(
         })
         .collect();
     let ended = started + chrono::Duration::milliseconds((makespan_s * 1000.0) as i64);
-    let recorded = &stack.kfcache_recorded;
-    if arm == ArmName::Kfcache || !recorded.load(std::sync::atomic::Ordering::SeqCst) {
+    if this.recorded {
         store
             .import_runs(&[run_observation(
                 stack,
@@ -912,9 +915,6 @@ async fn replay(
                 observations,
             )])
             .await?;
-        if arm == ArmName::Kfcache {
-            recorded.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
     }
     Ok(RepResult::new(
         arm,

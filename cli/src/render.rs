@@ -283,19 +283,18 @@ const ITEM_LINES: usize = 3;
 /// The table's lines for a task's inputs: one per input, except that past [`ITEM_LINES`] of the
 /// per-item inputs of one name, the rest are counted on one line.
 fn input_lines(inputs: &[kfcache_parser::Input]) -> Vec<String> {
+    let mut per_item: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for input in inputs.iter().filter(|i| i.item.is_some()) {
+        per_item.entry(input.name.as_str()).or_default().1 += 1;
+    }
     let mut lines = Vec::new();
-    let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, input) in inputs.iter().enumerate() {
+    for input in inputs {
         if input.item.is_some() {
-            let seen = shown.entry(input.name.as_str()).or_default();
+            let (seen, total) = per_item.entry(input.name.as_str()).or_default();
             *seen += 1;
             if *seen > ITEM_LINES {
-                let last_of_name = !inputs[i + 1..]
-                    .iter()
-                    .any(|later| later.item.is_some() && later.name == input.name);
-                if last_of_name {
-                    let more = *seen - ITEM_LINES;
-                    let line = format!("… {more} more items of `{}`", input.name);
+                if seen == total {
+                    let line = format!("… {} more items of `{}`", *total - ITEM_LINES, input.name);
                     lines.push(shorten(&line, INPUT_WIDTH));
                 }
                 continue;
