@@ -108,6 +108,11 @@ pub struct E2eBenchArgs {
     /// Where the report, results and plots go.
     #[arg(long, value_name = "DIR", default_value = "bench-e2e")]
     pub out: PathBuf,
+    /// Run nothing: write the report, results and plots of an earlier run into --out again,
+    /// from the results.json it wrote (after a change to the report, without running the
+    /// reps again).
+    #[arg(long, value_name = "FILE")]
+    pub from_results: Option<PathBuf>,
     /// Where the replayed pods' volumes live, into which their inputs are written [default: a
     /// directory under /dev/shm where there is one (a memory-backed `emptyDir`, or a GPU
     /// node's local NVMe, which outpaces the remote link many times over); else OUT/work].
@@ -440,6 +445,10 @@ async fn create_bucket(endpoint: &str, bucket: &str) -> Result<()> {
 }
 
 pub async fn run(args: E2eBenchArgs) -> Result<()> {
+    if let Some(results) = &args.from_results {
+        println!("{}", report::rewrite(results, &args.out)?);
+        return Ok(());
+    }
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }

@@ -15,6 +15,10 @@
 //!   inputs, the prefetcher's staging, the outputs' uploads);
 //! - `deadline_misses`: GPU task instances that read any input from the origin (their data was
 //!   not in the cache when they started).
+//!
+//! Beside them, `kfcache_all_hits` takes the kfcache runs in which every GPU task found all
+//! its inputs in the cache: their wait is the cache's read time alone, the floor under
+//! kfcache's wait on the machine that ran the benchmark.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,10 +29,12 @@ use chrono::{DateTime, Utc};
 use clap::ValueEnum;
 use kfcache_harness::plots::{box_plot_svg, gantt_svg, BarKind, BoxSeries, GanttBar};
 use kfcache_harness::stats::{summarize, welch, Summary, Welch};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The three ways of running the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ArmName {
     /// Every input from the origin.
@@ -50,7 +56,7 @@ impl std::fmt::Display for ArmName {
 }
 
 /// One task instance of one rep; times in seconds from the run's start.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskResult {
     #[serde(skip)]
     pub index: usize,
@@ -68,7 +74,7 @@ pub struct TaskResult {
     pub output_bytes: u64,
     /// Why writing the outputs through to the cache failed, as the sidecar would log it; the
     /// task still succeeds, since its outputs are at the origin.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_through_error: Option<String>,
 }
 
@@ -87,7 +93,7 @@ impl TaskResult {
 }
 
 /// One object the prefetcher staged; seconds from the run's start.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Staging {
     pub uri: String,
     pub start_s: f64,
@@ -97,7 +103,7 @@ pub struct Staging {
 }
 
 /// One rep of one arm.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RepResult {
     pub arm: ArmName,
     pub rep: usize,
@@ -118,6 +124,11 @@ pub struct RepResult {
 }
 
 impl RepResult {
+    /// The instances of the tasks that hold GPUs.
+    pub fn gpu_tasks(&self) -> impl Iterator<Item = &TaskResult> {
+        self.tasks.iter().filter(|t| t.gpus > 0)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         arm: ArmName,
@@ -164,7 +175,7 @@ impl RepResult {
 }
 
 /// How the benchmark was run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     pub pipeline: String,
     pub profile: Option<String>,
@@ -183,7 +194,7 @@ pub struct Config {
 }
 
 /// A rep that did not complete: the report covers the others and says which failed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailedRep {
     pub arm: ArmName,
     pub rep: usize,
@@ -274,8 +285,78 @@ struct Results<'a> {
     config: &'a Config,
     arms: Vec<ArmSummary>,
     kfcache_against: Vec<Comparison>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kfcache_all_hits: Option<AllHits>,
     reps: &'a [RepResult],
     failed_reps: &'a [FailedRep],
+}
+
+/// What a `results.json` holds that the report is computed from.
+#[derive(Debug, Deserialize)]
+struct Recorded {
+    config: Config,
+    reps: Vec<RepResult>,
+    #[serde(default)]
+    failed_reps: Vec<FailedRep>,
+}
+
+/// kfcache's runs in which every GPU task found all its inputs in the cache. Their wait is
+/// what reading the inputs out of Ignite into the pods' volumes costs: the floor that the
+/// cache's read rate puts under kfcache's wait, whatever the prediction and the staging do.
+#[derive(Debug, Serialize)]
+struct AllHits {
+    runs: usize,
+    of_runs: usize,
+    gpu_wait_s: Summary,
+    /// MB the GPU tasks read from the cache in one such run, mean.
+    gpu_mb_from_cache: f64,
+    /// Those MB over the GPU tasks' summed waits: how fast the cache filled a GPU task's
+    /// volume while it waited.
+    mb_per_s_of_wait: f64,
+}
+
+fn all_hits(reps: &[RepResult]) -> Option<AllHits> {
+    let kfcache: Vec<&RepResult> = reps.iter().filter(|r| r.arm == ArmName::Kfcache).collect();
+    let hits: Vec<&RepResult> = kfcache
+        .iter()
+        .copied()
+        .filter(|r| r.gpu_tasks().all(|t| t.bytes_from_origin == 0))
+        .collect();
+    if hits.is_empty() {
+        return None;
+    }
+    let waits: Vec<f64> = hits.iter().map(|r| r.gpu_wait_s).collect();
+    let mb: f64 = hits
+        .iter()
+        .flat_map(|r| r.gpu_tasks())
+        .map(|t| t.bytes_from_cache as f64 / 1e6)
+        .sum();
+    let waited: f64 = waits.iter().sum();
+    Some(AllHits {
+        runs: hits.len(),
+        of_runs: kfcache.len(),
+        gpu_wait_s: summarize(&waits),
+        gpu_mb_from_cache: mb / hits.len() as f64,
+        mb_per_s_of_wait: if waited > 0.0 { mb / waited } else { f64::NAN },
+    })
+}
+
+/// Writes the report, results and plots of an earlier run into `out` again, from the
+/// `results.json` it wrote: what [`write`] makes of the same reps, without running them.
+pub fn rewrite(results_file: &Path, out: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(results_file)
+        .with_context(|| format!("cannot read {}", results_file.display()))?;
+    let recorded: Recorded = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not the results.json of `kfcache bench e2e`",
+            results_file.display()
+        )
+    })?;
+    if recorded.reps.is_empty() {
+        anyhow::bail!("{} holds no completed run", results_file.display());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    write(out, &recorded.config, &recorded.reps, &recorded.failed_reps)
 }
 
 /// Writes `results.json`, `report.md` and the plots into `out`; returns the last line.
@@ -336,6 +417,7 @@ pub fn write(
         config,
         arms: summaries,
         kfcache_against: comparisons,
+        kfcache_all_hits: all_hits(reps),
         reps,
         failed_reps: failed,
     };
@@ -526,6 +608,21 @@ pub fn write(
             mean(ArmName::Kfcache, "makespan_s")
         ),
     );
+    if let Some(hits) = &results.kfcache_all_hits {
+        let nocache = wait(ArmName::Nocache);
+        let _ = writeln!(
+            md,
+            "In {} of {} kfcache runs every GPU task found all its inputs in the cache. Their GPU-task input wait was {:.2} ± {:.2} s ({:.1} % of no-cache): reading {:.0} MB out of Ignite into the pods' volumes at {:.0} MB/s per waiting task. That wait is the floor that this machine's cache read rate puts under kfcache's, whatever the prediction and the staging do; ≤ 5 % of no-cache would need that rate {:.1}× higher.\n",
+            hits.runs,
+            hits.of_runs,
+            hits.gpu_wait_s.mean,
+            hits.gpu_wait_s.sd,
+            100.0 * ratio(hits.gpu_wait_s.mean, nocache),
+            hits.gpu_mb_from_cache,
+            hits.mb_per_s_of_wait,
+            ratio(hits.gpu_wait_s.mean, 0.05 * nocache),
+        );
+    }
     let _ = writeln!(
         md,
         "## Plots\n\n![GPU-task input wait](wait.svg)\n\n![Makespan](makespan.svg)\n\n![One {} run: staging against task windows](gantt.svg)",
@@ -702,6 +799,89 @@ mod tests {
         assert_eq!(
             json["reps"][1]["tasks"][0]["write_through_error"],
             "put-all timed out"
+        );
+    }
+
+    #[test]
+    fn the_runs_with_every_gpu_input_in_the_cache_show_the_cache_read_floor() {
+        let out = tempfile::tempdir().expect("tempdir");
+        // Two kfcache runs in which the GPU task read its 100 bytes from the cache (waits 1.0
+        // and 2.0 s), one in which it read them from the origin.
+        let mut missed = rep(ArmName::Kfcache, 2, 6.0, None);
+        missed.tasks[1].bytes_from_cache = 0;
+        missed.tasks[1].bytes_from_origin = 100;
+        let reps = vec![
+            rep(ArmName::Nocache, 0, 10.0, None),
+            rep(ArmName::Kfcache, 0, 1.0, None),
+            rep(ArmName::Nocache, 1, 10.0, None),
+            rep(ArmName::Kfcache, 1, 2.0, None),
+            missed,
+        ];
+        write(out.path(), &config(), &reps, &[]).expect("report written");
+
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join("results.json")).expect("results.json"),
+        )
+        .expect("JSON");
+        let hits = &json["kfcache_all_hits"];
+        assert_eq!(hits["runs"], 2);
+        assert_eq!(hits["of_runs"], 3);
+        assert_eq!(hits["gpu_wait_s"]["mean"], 1.5);
+        assert_eq!(hits["gpu_mb_from_cache"], 100e-6);
+        // 200 bytes over 3 s of waiting.
+        let rate = hits["mb_per_s_of_wait"].as_f64().expect("a rate");
+        assert!((rate - 200e-6 / 3.0).abs() < 1e-12, "{rate}");
+
+        let md = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
+        // 1.5 s is 15 % of the no-cache 10 s; 5 % would be 0.5 s, 3× less.
+        assert!(
+            md.contains("In 2 of 3 kfcache runs every GPU task found all its inputs in the cache. Their GPU-task input wait was 1.50 ± 0.71 s (15.0 % of no-cache)"),
+            "{md}"
+        );
+        assert!(md.contains("would need that rate 3.0× higher"), "{md}");
+    }
+
+    #[test]
+    fn a_report_is_written_again_from_its_results_without_running_anything() {
+        let first = tempfile::tempdir().expect("tempdir");
+        let again = tempfile::tempdir().expect("tempdir");
+        let reps = vec![
+            rep(ArmName::Nocache, 0, 8.0, None),
+            rep(ArmName::Lru, 0, 6.0, None),
+            rep(ArmName::Kfcache, 0, 1.0, Some("put-all timed out")),
+            rep(ArmName::Nocache, 1, 9.0, None),
+            rep(ArmName::Lru, 1, 5.0, None),
+            rep(ArmName::Kfcache, 1, 1.5, None),
+        ];
+        let failed = vec![FailedRep {
+            arm: ArmName::Lru,
+            rep: 2,
+            error: "timed out".into(),
+        }];
+        let line = write(first.path(), &config(), &reps, &failed).expect("report written");
+        let results = first.path().join("results.json");
+        let again_line = rewrite(&results, again.path()).expect("written again");
+        assert_eq!(again_line, line);
+        for file in [
+            "results.json",
+            "report.md",
+            "wait.svg",
+            "makespan.svg",
+            "gantt.svg",
+        ] {
+            let read = |dir: &Path| std::fs::read_to_string(dir.join(file)).expect(file);
+            assert_eq!(read(again.path()), read(first.path()), "{file} differs");
+        }
+        // Over itself: the file is read before anything is written.
+        assert_eq!(rewrite(&results, first.path()).expect("in place"), line);
+
+        std::fs::write(again.path().join("other.json"), r#"{"tasks": []}"#).expect("write");
+        let error = rewrite(&again.path().join("other.json"), again.path())
+            .expect_err("not a results.json")
+            .to_string();
+        assert!(
+            error.contains("other.json is not the results.json of `kfcache bench e2e`"),
+            "{error}"
         );
     }
 }
