@@ -49,6 +49,14 @@ fn ten_thousand_tasks(c: &mut Criterion) {
     group.bench_function("10k-task workflow, YAML to Value only", |b| {
         b.iter(|| serde_yaml::from_str::<serde_yaml::Value>(&yaml).expect("valid YAML"))
     });
+    // What a single-pass reader would start from: the same text read straight into the typed
+    // Argo structs, with no `Value` in between (no limits, no line index, no flattening).
+    group.bench_function("10k-task workflow, YAML to typed structs only", |b| {
+        b.iter(|| {
+            serde_yaml::from_str::<kfcache_parser::argo::raw::Document>(&yaml)
+                .expect("typed document")
+        })
+    });
     group.finish();
 }
 
