@@ -179,4 +179,23 @@ fn short_replay_runs_three_arms_on_the_same_inputs_and_writes_the_report() {
         "the Gantt chart shows the staging"
     );
     assert!(gantt.contains("train-resnet"));
+
+    // The same report again from results.json, without running anything.
+    let again = out_dir.join("again");
+    let again_out = common::stdout_of(common::kfcache(db.path()).args([
+        "bench",
+        "e2e",
+        "--from-results",
+        out_dir.join("results.json").to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]));
+    assert_eq!(again_out.lines().last(), Some(last));
+    for file in ["report.md", "wait.svg", "makespan.svg", "gantt.svg"] {
+        assert_eq!(
+            std::fs::read_to_string(again.join(file)).unwrap(),
+            std::fs::read_to_string(out_dir.join(file)).unwrap(),
+            "{file} written again"
+        );
+    }
 }
