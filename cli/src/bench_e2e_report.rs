@@ -126,7 +126,7 @@ pub struct RepResult {
 impl RepResult {
     /// The instances of the tasks that hold GPUs.
     pub fn gpu_tasks(&self) -> impl Iterator<Item = &TaskResult> {
-        self.tasks.iter().filter(|t| t.gpus > 0)
+        gpu_tasks(&self.tasks)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -141,7 +141,7 @@ impl RepResult {
         bytes_up: u64,
         requests: u64,
     ) -> RepResult {
-        let gpu = || tasks.iter().filter(|t| t.gpus > 0);
+        let gpu = || gpu_tasks(&tasks);
         let mut gpu_task_wait_s = BTreeMap::new();
         for task in gpu() {
             *gpu_task_wait_s.entry(task.task.clone()).or_insert(0.0) += task.wait_s();
@@ -172,6 +172,10 @@ impl RepResult {
             staging,
         }
     }
+}
+
+fn gpu_tasks(tasks: &[TaskResult]) -> impl Iterator<Item = &TaskResult> {
+    tasks.iter().filter(|t| t.gpus > 0)
 }
 
 /// How the benchmark was run.

@@ -170,7 +170,7 @@ pub fn pipeline_json(analysis: &Analysis) -> Value {
                 "condition": t.condition,
                 "retries": t.retries,
                 "params": t.params,
-                "inputs": t.inputs.iter().map(input_json).collect::<Vec<_>>(),
+                "inputs": t.inputs,
                 "outputs": t.outputs.iter().map(|o| json!({"name": o.name, "location": o.location, "path": o.path})).collect::<Vec<_>>(),
                 "role": t.role,
                 "parallelism": t.parallelism,
@@ -306,15 +306,6 @@ fn input_lines(inputs: &[kfcache_parser::Input]) -> Vec<String> {
         ));
     }
     lines
-}
-
-/// An input in the JSON output; `item` only for an input read by one loop item's instance.
-fn input_json(input: &kfcache_parser::Input) -> serde_json::Value {
-    let mut value = json!({"name": input.name, "source": input.source, "path": input.path});
-    if let Some(item) = input.item {
-        value["item"] = item.into();
-    }
-    value
 }
 
 #[cfg(test)]

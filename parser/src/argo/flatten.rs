@@ -1105,7 +1105,6 @@ impl Flattener<'_, '_, '_> {
         )
     }
 
-    /// One executable task.
     /// `inputs` with each one whose source names the loop's item (`{{item}}`, `{{item.x}}`)
     /// replaced by one input per item, its source and path substituted with that item's
     /// values (at most [`MAX_ITEM_INPUTS`], see [`known_items`]). An input is kept as it is
@@ -1118,11 +1117,10 @@ impl Flattener<'_, '_, '_> {
     ) -> Result<Vec<Input>> {
         let mut out = Vec::with_capacity(inputs.len());
         for input in inputs {
-            let names_item = input.item.is_none()
-                && input
-                    .source
-                    .as_deref()
-                    .is_some_and(|s| s.contains("{{item"));
+            let names_item = input
+                .source
+                .as_deref()
+                .is_some_and(|s| s.contains("{{item"));
             if !names_item {
                 out.push(input);
                 continue;
@@ -1156,6 +1154,7 @@ impl Flattener<'_, '_, '_> {
         Ok(out)
     }
 
+    /// One executable task.
     #[allow(clippy::too_many_arguments)]
     fn leaf(
         &mut self,
