@@ -15,6 +15,7 @@ mod bench_stage;
 mod cache;
 mod config;
 mod cron;
+mod gateway;
 mod history;
 mod inject;
 mod nodes;
@@ -66,6 +67,8 @@ enum Command {
     Cron(cron::CronArgs),
     /// Rank the cluster's nodes for a new GPU task (free GPU memory, deadline float time).
     Nodes(nodes::NodesArgs),
+    /// Serve one namespace's S3 reads from the cache: an S3 endpoint in front of the origin.
+    Gateway(gateway::GatewayArgs),
 }
 
 /// An error that is the input's fault: exit code 2.
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
             Command::Inject(args) => inject::run(&cli.global, args).await,
             Command::Cron(args) => cron::run(&cli.global, args).await,
             Command::Nodes(args) => nodes::run(&cli.global, args).await,
+            Command::Gateway(args) => gateway::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,457 @@
+//! How `GetObject` and `HeadObject` are answered: from the cache when the object is staged
+//! and current, else from the origin, transparently.
+//!
+//! The decision is the one `kfcache sidecar init` makes for each input (`one_object` in
+//! kfcache-sidecar): the manifest of `s3://BUCKET/KEY` is looked up in the tenant's cache; the
+//! origin is asked for the object's current version with one HEAD and compared with
+//! [`kfcache_prefetcher::Manifest::matches`]; when the origin cannot be reached the cached
+//! copy's checksums are trusted. Chunks are verified as they are read ([`crate::read`]).
+//! Anything that goes wrong on the cache side (no cache connected, a timeout, a missing or
+//! corrupted chunk) is a miss with its reason, and the request is forwarded to the origin:
+//! the cache never fails a request. An object served from the cache causes no GET at the
+//! origin, only the freshness HEAD.
+//!
+//! Requests the cache cannot answer faithfully (a `versionId`, a `partNumber`, SSE-C keys,
+//! `response-*` overrides, `If-Modified-Since`/`If-Unmodified-Since`) are forwarded as they
+//! are. `If-Match` and `If-None-Match` are decided here against the origin's ETag recorded in
+//! the manifest.
+//!
+//! `HeadObject` is forwarded (the origin's answer carries its content type and metadata,
+//! which the cache does not keep); only when the origin fails (no answer, a 5xx) and the object
+//! is cached is it answered from the manifest.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use kfcache_prefetcher::{ArtifactSource, CacheSink, Manifest, ObjectCache};
+use s3s::dto::{
+    ETag, ETagCondition, GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput,
+    StreamingBlob, Timestamp,
+};
+use s3s::stream::{ByteStream, RemainingLength};
+use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+
+use crate::config::GatewayConfig;
+use crate::metrics::{GatewayMetrics, MissReason};
+use crate::read;
+
+/// The cache the gateway reads, if one is connected, with the cool-down after a timeout.
+pub(crate) struct CacheSlot {
+    cache: RwLock<Option<ObjectCache<dyn CacheSink>>>,
+    cooling_until: Mutex<Option<Instant>>,
+    timeout: Duration,
+    cooldown: Duration,
+}
+
+/// Why a cache call gave nothing.
+#[derive(Debug)]
+pub(crate) enum CacheFailure {
+    /// It failed, in time.
+    Failed(kfcache_prefetcher::Error),
+    /// It did not answer within the cache timeout (the cache now cools down).
+    TimedOut(Duration),
+}
+
+impl std::fmt::Display for CacheFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheFailure::Failed(error) => write!(f, "{error}"),
+            CacheFailure::TimedOut(after) => write!(f, "no answer from the cache in {after:?}"),
+        }
+    }
+}
+
+impl CacheSlot {
+    pub(crate) fn new(
+        cache: Option<ObjectCache<dyn CacheSink>>,
+        timeout: Duration,
+        cooldown: Duration,
+    ) -> CacheSlot {
+        CacheSlot {
+            cache: RwLock::new(cache),
+            cooling_until: Mutex::new(None),
+            timeout,
+            cooldown,
+        }
+    }
+
+    pub(crate) fn set(&self, cache: Option<ObjectCache<dyn CacheSink>>) {
+        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = cache;
+        *self.cooling_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// The cache, unless none is connected or it is cooling down after a timeout.
+    pub(crate) fn current(&self) -> Option<ObjectCache<dyn CacheSink>> {
+        {
+            let mut cooling = self.cooling_until.lock().unwrap_or_else(|p| p.into_inner());
+            match *cooling {
+                Some(until) if Instant::now() < until => return None,
+                Some(_) => *cooling = None,
+                None => {}
+            }
+        }
+        self.cache.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs one cache call within the timeout; a timeout starts the cool-down.
+    pub(crate) async fn call<T>(
+        &self,
+        operation: impl std::future::Future<Output = kfcache_prefetcher::Result<T>>,
+    ) -> Result<T, CacheFailure> {
+        match tokio::time::timeout(self.timeout, operation).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(CacheFailure::Failed(error)),
+            Err(_) => {
+                *self.cooling_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Instant::now() + self.cooldown);
+                tracing::warn!(timeout = ?self.timeout, cooldown = ?self.cooldown,
+                    "the cache did not answer in time; serving from the origin during the cool-down");
+                Err(CacheFailure::TimedOut(self.timeout))
+            }
+        }
+    }
+}
+
+/// What the gateway's requests share.
+pub(crate) struct Shared {
+    pub(crate) config: GatewayConfig,
+    pub(crate) proxy: s3s_aws::Proxy,
+    pub(crate) source: Arc<dyn ArtifactSource>,
+    pub(crate) cache: CacheSlot,
+    pub(crate) metrics: GatewayMetrics,
+}
+
+/// The `s3s::S3` implementation of the gateway (its methods are in [`crate::forward`]).
+#[derive(Clone)]
+pub(crate) struct GatewayS3 {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for GatewayS3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayS3")
+            .field("tenant", &self.shared.config.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cached object found current.
+struct Fresh {
+    cache: ObjectCache<dyn CacheSink>,
+    manifest: Manifest,
+    last_modified: Option<DateTime<Utc>>,
+}
+
+impl Fresh {
+    fn etag(&self) -> Option<ETag> {
+        self.manifest.version.etag.as_deref().map(parse_etag)
+    }
+}
+
+/// The cache's URI of an S3 object, as the prefetcher stages it.
+pub(crate) fn object_uri(bucket: &str, key: &str) -> String {
+    format!("s3://{bucket}/{key}")
+}
+
+/// The URI a manifest was staged under.
+pub(crate) fn object_uri_of(manifest: &Manifest) -> &str {
+    &manifest.uri
+}
+
+/// An ETag as the origin sent it (`"abc"`, `W/"abc"`, or bare), as s3s's type.
+fn parse_etag(text: &str) -> ETag {
+    let text = text.trim();
+    match text.strip_prefix("W/") {
+        Some(weak) => ETag::Weak(weak.trim_matches('"').to_string()),
+        None => ETag::Strong(text.trim_matches('"').to_string()),
+    }
+}
+
+fn condition_holds(condition: &ETagCondition, etag: Option<&ETag>) -> bool {
+    match condition {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(wanted) => etag.is_some_and(|etag| etag.value() == wanted.value()),
+    }
+}
+
+/// Why the cache cannot answer this request as it is, if it cannot.
+fn bypasses_cache(input: &GetObjectInput) -> bool {
+    input.version_id.is_some()
+        || input.part_number.is_some()
+        || input.sse_customer_algorithm.is_some()
+        || input.sse_customer_key.is_some()
+        || input.if_modified_since.is_some()
+        || input.if_unmodified_since.is_some()
+        || input.response_cache_control.is_some()
+        || input.response_content_disposition.is_some()
+        || input.response_content_encoding.is_some()
+        || input.response_content_language.is_some()
+        || input.response_content_type.is_some()
+        || input.response_expires.is_some()
+}
+
+impl GatewayS3 {
+    pub(crate) fn proxy(&self) -> &s3s_aws::Proxy {
+        &self.shared.proxy
+    }
+
+    pub(crate) fn forwarded(&self, operation: &str) {
+        self.shared.metrics.request(operation);
+        tracing::debug!(operation, "forwarded to the origin");
+    }
+
+    /// The cached copy of `uri` if it is there and current, else why not.
+    async fn lookup(&self, uri: &str) -> Result<Fresh, MissReason> {
+        let shared = &self.shared;
+        let Some(cache) = shared.cache.current() else {
+            return Err(MissReason::CacheError);
+        };
+        let manifest = match shared.cache.call(cache.stat(uri)).await {
+            Ok(Some(manifest)) => manifest,
+            Ok(None) => return Err(MissReason::NotCached),
+            Err(error) => {
+                tracing::warn!(%uri, %error, "cannot look the object up in the cache; serving it from the origin");
+                return Err(MissReason::CacheError);
+            }
+        };
+        // Is the cached copy the origin's current version? (As `kfcache sidecar init`.)
+        let current = match tokio::time::timeout(
+            shared.config.freshness_timeout,
+            shared.source.head(uri),
+        )
+        .await
+        {
+            Ok(Ok(object)) => Some(object),
+            Ok(Err(error)) => {
+                tracing::warn!(%uri, %error, "cannot check the origin; trusting the cached copy's checksums");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(%uri, timeout = ?shared.config.freshness_timeout,
+                        "the origin did not answer the freshness check; trusting the cached copy's checksums");
+                None
+            }
+        };
+        if let Some(object) = &current {
+            if !manifest.matches(object) {
+                tracing::info!(%uri, cached = %manifest.version, origin = %object.version,
+                    "the cached copy is stale; serving the origin's");
+                return Err(MissReason::Stale);
+            }
+        }
+        let last_modified = manifest
+            .version
+            .last_modified
+            .or_else(|| current.and_then(|object| object.version.last_modified));
+        Ok(Fresh {
+            cache,
+            manifest,
+            last_modified,
+        })
+    }
+
+    pub(crate) async fn get_object_through(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        const OPERATION: &str = "GetObject";
+        let metrics = &self.shared.metrics;
+        metrics.request(OPERATION);
+        if bypasses_cache(&req.input) {
+            metrics.miss(OPERATION, MissReason::Bypass);
+            return self.get_from_origin(req).await;
+        }
+        let uri = object_uri(&req.input.bucket, &req.input.key);
+        let fresh = match self.lookup(&uri).await {
+            Ok(fresh) => fresh,
+            Err(reason) => {
+                tracing::debug!(%uri, reason = reason.as_str(), "miss");
+                metrics.miss(OPERATION, reason);
+                return self.get_from_origin(req).await;
+            }
+        };
+        let etag = fresh.etag();
+        if let Some(condition) = &req.input.if_match {
+            if !condition_holds(condition, etag.as_ref()) {
+                metrics.hit(OPERATION);
+                return Err(s3_error!(PreconditionFailed));
+            }
+        }
+        if let Some(condition) = &req.input.if_none_match {
+            if condition_holds(condition, etag.as_ref()) {
+                metrics.hit(OPERATION);
+                return Err(s3_error!(NotModified));
+            }
+        }
+        let size = fresh.manifest.size;
+        let range = match &req.input.range {
+            None => None,
+            Some(range) => match range.check(size) {
+                Ok(range) => Some(range),
+                Err(_) => {
+                    metrics.hit(OPERATION);
+                    return Err(s3_error!(InvalidRange));
+                }
+            },
+        };
+        let span = range.clone().unwrap_or(0..size);
+        let body = match read::open(
+            self.shared.clone(),
+            fresh.cache.clone(),
+            fresh.manifest.clone(),
+            span.clone(),
+        )
+        .await
+        {
+            Ok(body) => body,
+            Err(failure) => {
+                tracing::warn!(%uri, error = %failure, "the cached copy cannot be used; serving the origin's");
+                metrics.miss(OPERATION, failure.reason());
+                return self.get_from_origin(req).await;
+            }
+        };
+        metrics.hit(OPERATION);
+        tracing::debug!(%uri, start = span.start, end = span.end, "hit");
+        let output = GetObjectOutput {
+            body: Some(StreamingBlob::new(body)),
+            content_length: Some(i64::try_from(span.end - span.start).unwrap_or(i64::MAX)),
+            content_range: range
+                .filter(|r| !r.is_empty())
+                .map(|r| format!("bytes {}-{}/{size}", r.start, r.end - 1)),
+            accept_ranges: Some("bytes".to_string()),
+            e_tag: etag,
+            last_modified: fresh
+                .last_modified
+                .map(|at| Timestamp::from(std::time::SystemTime::from(at))),
+            ..GetObjectOutput::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
+    async fn get_from_origin(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let mut response = self.proxy().get_object(req).await?;
+        if let Some(body) = response.output.body.take() {
+            response.output.body = Some(StreamingBlob::new(CountedBody {
+                inner: body,
+                metrics: self.shared.metrics.clone(),
+            }));
+        }
+        Ok(response)
+    }
+
+    pub(crate) async fn head_object_through(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        const OPERATION: &str = "HeadObject";
+        self.shared.metrics.request(OPERATION);
+        let plain = req.input.version_id.is_none()
+            && req.input.part_number.is_none()
+            && req.input.range.is_none();
+        let uri = object_uri(&req.input.bucket, &req.input.key);
+        let error = match self.proxy().head_object(req).await {
+            Ok(response) => return Ok(response),
+            Err(error) => error,
+        };
+        let origin_failed = error
+            .status_code()
+            .is_none_or(|status| status.is_server_error());
+        if !(plain && origin_failed) {
+            return Err(error);
+        }
+        // The origin cannot answer: a cached copy is trusted, as `sidecar init` does.
+        match self.lookup(&uri).await {
+            Ok(fresh) => {
+                tracing::warn!(%uri, error = %error, "the origin failed HEAD; answering from the cache");
+                self.shared.metrics.hit(OPERATION);
+                let output = HeadObjectOutput {
+                    content_length: Some(i64::try_from(fresh.manifest.size).unwrap_or(i64::MAX)),
+                    accept_ranges: Some("bytes".to_string()),
+                    e_tag: fresh.etag(),
+                    last_modified: fresh
+                        .last_modified
+                        .map(|at| Timestamp::from(std::time::SystemTime::from(at))),
+                    ..HeadObjectOutput::default()
+                };
+                Ok(S3Response::new(output))
+            }
+            Err(reason) => {
+                self.shared.metrics.miss(OPERATION, reason);
+                Err(error)
+            }
+        }
+    }
+}
+
+/// A body from the origin, counted into the served-bytes metric.
+struct CountedBody {
+    inner: StreamingBlob,
+    metrics: GatewayMetrics,
+}
+
+impl Stream for CountedBody {
+    type Item = Result<Bytes, s3s::StdError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(bytes))) = &polled {
+            self.metrics.served(false, bytes.len() as u64);
+        }
+        polled
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl ByteStream for CountedBody {
+    fn remaining_length(&self) -> RemainingLength {
+        self.inner.remaining_length()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_are_read_as_the_origin_sent_them() {
+        assert_eq!(parse_etag("\"abc\""), ETag::Strong("abc".to_string()));
+        assert_eq!(parse_etag("abc"), ETag::Strong("abc".to_string()));
+        assert_eq!(parse_etag("W/\"abc\""), ETag::Weak("abc".to_string()));
+    }
+
+    #[test]
+    fn conditions_compare_etag_values() {
+        let etag = parse_etag("\"abc\"");
+        assert!(condition_holds(&ETagCondition::Any, Some(&etag)));
+        assert!(condition_holds(
+            &ETagCondition::ETag(ETag::Strong("abc".to_string())),
+            Some(&etag)
+        ));
+        assert!(!condition_holds(
+            &ETagCondition::ETag(ETag::Strong("abd".to_string())),
+            Some(&etag)
+        ));
+        assert!(!condition_holds(
+            &ETagCondition::ETag(ETag::Strong("abc".to_string())),
+            None
+        ));
+    }
+}
