@@ -140,6 +140,22 @@ pub struct InjectArgs {
     #[arg(long, value_name = "DIR")]
     pub templates: Vec<PathBuf>,
 
+    /// Route the instrumented templates' S3 artifacts through kfcache's S3 gateway at this
+    /// `host:port` (as pods reach it), so that Argo's own executor reads staged inputs from the
+    /// cache; needs --artifact-repository. No `kfcache-init` container is added then.
+    #[arg(long, value_name = "HOST:PORT", requires = "artifact_repository")]
+    pub gateway: Option<String>,
+
+    /// The S3 artifact repository the gateway serves: Argo's `workflow-controller-configmap`
+    /// or `artifact-repositories` ConfigMap, or the repository YAML itself (`s3: {endpoint,
+    /// bucket, keyFormat, accessKeySecret, secretKeySecret}`).
+    #[arg(long, value_name = "FILE", requires = "gateway")]
+    pub artifact_repository: Option<PathBuf>,
+
+    /// Pods reach the gateway over HTTPS (Argo's `insecure: false`).
+    #[arg(long, requires = "gateway")]
+    pub gateway_tls: bool,
+
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -154,6 +170,8 @@ pub struct InjectOptions {
     pub cache_namespace: Option<String>,
     pub all_tasks: bool,
     pub placement: Option<Placement>,
+    /// Route S3 artifacts through the gateway instead of adding `kfcache-init`.
+    pub gateway: Option<gateway::Route>,
 }
 
 impl InjectOptions {
@@ -164,6 +182,7 @@ impl InjectOptions {
             cache_namespace: None,
             all_tasks: false,
             placement: None,
+            gateway: None,
         }
     }
 }
@@ -250,6 +269,7 @@ pub async fn run(_global: &GlobalArgs, args: InjectArgs) -> Result<()> {
             .or_else(|| std::env::var("KFCACHE_NAMESPACE").ok())
             .filter(|n| !n.trim().is_empty()),
         all_tasks: args.all_tasks,
+        gateway: gateway_route(&args)?,
         ..InjectOptions::new(args.image.clone())
     };
     // The input is checked before anything is read from the cluster.
@@ -319,6 +339,22 @@ pub async fn run(_global: &GlobalArgs, args: InjectArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The gateway route of `--gateway` and `--artifact-repository`.
+fn gateway_route(args: &InjectArgs) -> Result<Option<gateway::Route>> {
+    let (Some(endpoint), Some(file)) = (&args.gateway, &args.artifact_repository) else {
+        return Ok(None);
+    };
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let repository = gateway::Repository::from_yaml(&text)
+        .with_context(|| format!("{}: not an S3 artifact repository", file.display()))?;
+    Ok(Some(gateway::Route {
+        endpoint: endpoint.clone(),
+        insecure: !args.gateway_tls,
+        repository,
+    }))
 }
 
 /// Reads the input file with the parser's size limit and UTF-8 check; a file that breaks them
@@ -1146,7 +1182,17 @@ fn instrument(template: &mut Mapping, spec: &TaskSpec, options: &InjectOptions) 
             container_port: METRICS_PORT,
         }],
     ))?;
-    upsert_container(template, "initContainers", INIT_CONTAINER, init)?;
+    match &options.gateway {
+        // Argo's own init container reads the inputs, through the gateway.
+        Some(route) => {
+            remove_container(template, "initContainers", INIT_CONTAINER);
+            let routed = gateway::route(template, route)?;
+            for (artifact, why) in &routed.left {
+                tracing::warn!(%artifact, "input artifact not routed through the gateway: {why}");
+            }
+        }
+        None => upsert_container(template, "initContainers", INIT_CONTAINER, init)?,
+    }
     upsert_container(template, "sidecars", WATCH_CONTAINER, watch)?;
 
     let key = Value::from("podSpecPatch");
@@ -1160,6 +1206,18 @@ fn instrument(template: &mut Mapping, spec: &TaskSpec, options: &InjectOptions) 
         template.insert(key, Value::String(patched));
     }
     Ok(())
+}
+
+/// Removes the container named `name` from the list under `key`, and the list when it is left
+/// empty.
+fn remove_container(template: &mut Mapping, key: &str, name: &str) {
+    let Some(list) = template.get_mut(key).and_then(Value::as_sequence_mut) else {
+        return;
+    };
+    list.retain(|c| c.get("name").and_then(Value::as_str) != Some(name));
+    if list.is_empty() {
+        template.remove(key);
+    }
 }
 
 /// Replaces the container named `name` in the list under `key`, or appends it.
@@ -1330,5 +1388,6 @@ fn place(
     Ok(weights.len())
 }
 
+pub mod gateway;
 #[cfg(test)]
 mod tests;
