@@ -410,12 +410,26 @@ async fn watch(args: WatchArgs) -> Result<()> {
     if let Some(reason) = watcher.fallback_reason() {
         eprintln!("watch: using the process table ({reason})");
     }
-    let (bound, _server) = serve(metrics.clone(), args.metrics_addr).await?;
-    eprintln!(
-        "watch {}: {} detector, metrics on http://{bound}/metrics",
-        identity.holder(),
-        watcher.kind().as_str()
-    );
+    // A port that is taken (a pod on the host network, another watch) costs the metrics only:
+    // the watch never fails its task.
+    let _server = match serve(metrics.clone(), args.metrics_addr).await {
+        Ok((bound, server)) => {
+            eprintln!(
+                "watch {}: {} detector, metrics on http://{bound}/metrics",
+                identity.holder(),
+                watcher.kind().as_str()
+            );
+            Some(server)
+        }
+        Err(error) => {
+            eprintln!(
+                "watch {}: {} detector, no metrics endpoint: {error:#}",
+                identity.holder(),
+                watcher.kind().as_str()
+            );
+            None
+        }
+    };
     let cache = try_cache(&settings, WATCH_CONNECT_TIMEOUT).await;
     let log = cache
         .as_ref()
