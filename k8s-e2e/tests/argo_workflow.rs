@@ -338,7 +338,7 @@ async fn terminating_a_workflow_stops_its_pod_through_pods_exec() {
             "nodeSelector": {"kubernetes.io/hostname": node},
             "tolerations": [{"key": common::TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
             "templates": [{"name": "forever", "container": {"image": "busybox", "command": ["sh", "-c"],
-                "args": ["trap 'echo main-got-TERM; exit 143' TERM; while true; do sleep 0.1; done"]}}]
+                "args": ["trap 'echo main-got-TERM; exit 143' TERM; echo main-started; while true; do sleep 0.1; done"]}}]
         }
     }))
     .expect("workflow");
@@ -353,23 +353,16 @@ async fn terminating_a_workflow_stops_its_pod_through_pods_exec() {
     let selector = format!("workflows.argoproj.io/workflow={name}");
     let started = Instant::now();
     let mut failure: Option<String> = None;
-    // Wait for main to run, then terminate the workflow.
+    // Wait until main's command runs (it says so once its TERM trap is set; before that a
+    // signal would find Argo's emissary still starting), then terminate the workflow.
     loop {
         let running = pods
             .list(&ListParams::default().labels(&selector))
             .await
             .map(|l| {
-                l.items.iter().any(|p| {
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.container_statuses.as_ref())
-                        .is_some_and(|c| {
-                            c.iter().any(|c| {
-                                c.name == "main"
-                                    && c.state.as_ref().is_some_and(|s| s.running.is_some())
-                            })
-                        })
-                })
+                l.items
+                    .iter()
+                    .any(|p| common::container_log(&agent, p, "main").contains("main-started"))
             })
             .unwrap_or(false);
         if running {

@@ -27,6 +27,7 @@ pub fn env(variable: &str, what: &str) -> String {
 /// A client of the test cluster (KUBECONFIG from `scripts/k8s.sh env`).
 pub async fn client() -> Client {
     let _ = env("KUBECONFIG", "the real control plane");
+    kfcache_k8s_e2e::install_crypto_provider();
     Client::try_default()
         .await
         .expect("Kubernetes client from KUBECONFIG")
