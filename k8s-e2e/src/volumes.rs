@@ -93,39 +93,28 @@ async fn prepare_one(
     if let Some(secret) = &volume.secret {
         let secret_name = secret.secret_name.clone().unwrap_or_default();
         let mode = secret.default_mode.unwrap_or(0o644);
-        match sources.secret(&secret_name).await? {
-            Some(data) => write_items(
-                &dir,
-                &data,
-                secret.items.as_deref(),
-                mode,
-                name,
-                secret.optional == Some(true),
-            )?,
-            None if secret.optional == Some(true) => {}
-            None => return Err(source_error(format!("secret {secret_name:?} not found"))),
-        }
+        write_found(
+            &dir,
+            sources.secret(&secret_name).await?,
+            secret.items.as_deref(),
+            mode,
+            name,
+            secret.optional == Some(true),
+            || format!("secret {secret_name:?} not found"),
+        )?;
         return Ok(dir);
     }
     if let Some(config_map) = &volume.config_map {
         let mode = config_map.default_mode.unwrap_or(0o644);
-        match sources.config_map(&config_map.name).await? {
-            Some(data) => write_items(
-                &dir,
-                &data,
-                config_map.items.as_deref(),
-                mode,
-                name,
-                config_map.optional == Some(true),
-            )?,
-            None if config_map.optional == Some(true) => {}
-            None => {
-                return Err(source_error(format!(
-                    "configMap {:?} not found",
-                    config_map.name
-                )))
-            }
-        }
+        write_found(
+            &dir,
+            sources.config_map(&config_map.name).await?,
+            config_map.items.as_deref(),
+            mode,
+            name,
+            config_map.optional == Some(true),
+            || format!("configMap {:?} not found", config_map.name),
+        )?;
         return Ok(dir);
     }
     if let Some(downward) = &volume.downward_api {
@@ -153,20 +142,15 @@ async fn prepare_one(
                 .await?;
                 write_file(&dir.join(&token.path), value.as_bytes(), mode)?;
             } else if let Some(secret) = &source.secret {
-                match sources.secret(&secret.name).await? {
-                    Some(data) => write_items(
-                        &dir,
-                        &data,
-                        secret.items.as_deref(),
-                        mode,
-                        name,
-                        secret.optional == Some(true),
-                    )?,
-                    None if secret.optional == Some(true) => {}
-                    None => {
-                        return Err(source_error(format!("secret {:?} not found", secret.name)))
-                    }
-                }
+                write_found(
+                    &dir,
+                    sources.secret(&secret.name).await?,
+                    secret.items.as_deref(),
+                    mode,
+                    name,
+                    secret.optional == Some(true),
+                    || format!("secret {:?} not found", secret.name),
+                )?;
             } else if let Some(config_map) = &source.config_map {
                 let data = match sources.config_map(&config_map.name).await? {
                     Some(data) => Some(data),
@@ -289,6 +273,27 @@ async fn request_token(
             volume: "serviceAccountToken".into(),
             message: format!("token request for {namespace}/{account} returned no token"),
         })
+}
+
+/// Writes the keys of a Secret or ConfigMap that was found; a missing one is an error unless
+/// the volume calls it optional.
+fn write_found(
+    dir: &Path,
+    found: Option<Data>,
+    items: Option<&[KeyToPath]>,
+    mode: i32,
+    volume: &str,
+    optional: bool,
+    missing: impl FnOnce() -> String,
+) -> Result<()> {
+    match found {
+        Some(data) => write_items(dir, &data, items, mode, volume, optional),
+        None if optional => Ok(()),
+        None => Err(Error::VolumeSource {
+            volume: volume.to_string(),
+            message: missing(),
+        }),
+    }
 }
 
 fn write_items(

@@ -360,24 +360,117 @@ fn expected_digests(prefix: &str, objects: &[(String, Vec<u8>)]) -> Vec<(String,
     pairs
 }
 
+impl Setup {
+    fn store(&self) -> object_store::aws::AmazonS3 {
+        AmazonS3Builder::from_env()
+            .with_endpoint(&self.endpoint)
+            .with_bucket_name(&self.bucket)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .build()
+            .expect("S3 client")
+    }
+
+    async fn put(&self, objects: &[(String, Vec<u8>)]) {
+        let store = self.store();
+        for (key, data) in objects {
+            store
+                .put(&key.as_str().into(), data.clone().into())
+                .await
+                .expect("put object");
+        }
+    }
+}
+
+/// One injected run of the fixture: its name, how it ended, its pods, and where the origin's
+/// access log stood when it was submitted.
+struct Run {
+    name: String,
+    outcome: Result<serde_json::Value, (String, Option<serde_json::Value>)>,
+    pods: Vec<k8s_openapi::api::core::v1::Pod>,
+    log_offset: usize,
+    started: Instant,
+}
+
+impl Run {
+    /// Injects the fixture for `gateway` (whose pods' sidecars reach the cache at
+    /// `pod_ignite`), submits it and waits for its end.
+    async fn submit(s: &Setup, prefix: &str, gateway: &Gateway, pod_ignite: &str) -> Run {
+        let repository = s.work.path().join("repository.yaml");
+        std::fs::write(&repository, common::repository_yaml(&s.endpoint, &s.bucket))
+            .expect("repository file");
+        let workflow = injected_workflow(s, prefix, &gateway.endpoint, &repository, pod_ignite);
+        let log_offset = std::fs::metadata(&s.moto_log)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
+        let started = Instant::now();
+        let (name, outcome) =
+            run_workflow(&s.client, &s.namespace, workflow, Duration::from_secs(180)).await;
+        // moto writes its access log line after the response; give the last ones a moment.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let pods = common::workflow_pods(&s.client, &s.namespace, &name).await;
+        Run {
+            name,
+            outcome,
+            pods,
+            log_offset,
+            started,
+        }
+    }
+
+    /// GETs of `prefix/key` the origin answered during the run.
+    fn origin_gets(&self, s: &Setup, prefix: &str, key: &str) -> usize {
+        origin_gets(
+            &s.moto_log,
+            self.log_offset,
+            &s.bucket,
+            &format!("{prefix}/{key}"),
+        )
+    }
+
+    /// The succeeded workflow whose `main` saw exactly `expected`, or what went wrong.
+    fn checked(
+        &self,
+        expected: &[(String, String)],
+    ) -> Result<serde_json::Value, (String, Option<serde_json::Value>)> {
+        let wf = self.outcome.clone()?;
+        match reported_digests(&wf) {
+            Ok(reported) if reported == expected => Ok(wf),
+            Ok(reported) => Err((
+                format!(
+                    "main saw other bytes than the origin holds:\n  reported {reported:?}\n  expected {expected:?}"
+                ),
+                Some(wf),
+            )),
+            Err(message) => Err((message, Some(wf))),
+        }
+    }
+
+    /// Removes the test's node, then fails with every log when `checked` is an error.
+    async fn finish(
+        &self,
+        s: &Setup,
+        gateway: &Gateway,
+        checked: Result<(), (String, Option<serde_json::Value>)>,
+    ) {
+        common::remove_node(&s.client, &s.node).await;
+        if let Err((message, last)) = checked {
+            panic!(
+                "{message} (after {:?})\n=== gateway log\n{}\n{}",
+                self.started.elapsed(),
+                std::fs::read_to_string(&gateway.log).unwrap_or_default(),
+                diagnostics(&s.agent, last.as_ref(), &self.pods)
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staged_inputs_reach_argo_through_the_gateway_without_an_origin_get() {
     let s = setup("gw").await;
     let prefix = format!("kfcache-k8s-e2e/{}", s.namespace);
-    let store = AmazonS3Builder::from_env()
-        .with_endpoint(&s.endpoint)
-        .with_bucket_name(&s.bucket)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .build()
-        .expect("S3 client");
     let mut objects = objects(&prefix);
-    for (key, data) in &objects {
-        store
-            .put(&key.as_str().into(), data.clone().into())
-            .await
-            .expect("put object");
-    }
+    s.put(&objects).await;
     // Stage the dataset, the shards and `extra` for this namespace, as `kfcache prefetch` would.
     let work = s.work.path();
     let staged = [
@@ -385,9 +478,8 @@ async fn staged_inputs_reach_argo_through_the_gateway_without_an_origin_get() {
         "shards/0.bin",
         "shards/1.bin",
         "shards/2.bin",
-        "extra.bin",
     ];
-    for key in staged {
+    for key in staged.iter().chain(&["extra.bin"]) {
         let uri = format!("s3://{}/{prefix}/{key}", s.bucket);
         kfcache(
             work,
@@ -410,85 +502,46 @@ async fn staged_inputs_reach_argo_through_the_gateway_without_an_origin_get() {
         .find(|(k, _)| k.ends_with("/extra.bin"))
         .expect("extra");
     extra.1 = random_bytes(150 * 1024 + 3);
-    store
-        .put(&extra.0.as_str().into(), extra.1.clone().into())
-        .await
-        .expect("overwrite extra");
+    s.put(std::slice::from_ref(extra)).await;
     let expected = expected_digests(&prefix, &objects);
 
     let gateway = Gateway::start(work, &s.namespace, &s.ignite, &s.endpoint);
-    let repository = work.join("repository.yaml");
-    std::fs::write(&repository, common::repository_yaml(&s.endpoint, &s.bucket))
-        .expect("repository file");
-    let workflow = injected_workflow(&s, &prefix, &gateway.endpoint, &repository, &s.ignite);
-    let log_offset = std::fs::metadata(&s.moto_log)
-        .map(|m| m.len() as usize)
-        .unwrap_or(0);
-
-    let started = Instant::now();
-    let (name, outcome) =
-        run_workflow(&s.client, &s.namespace, workflow, Duration::from_secs(180)).await;
-    // moto writes its access log line after the response; give the last ones a moment.
-    std::thread::sleep(Duration::from_millis(500));
-    let pods = common::workflow_pods(&s.client, &s.namespace, &name).await;
-    let checked = outcome.and_then(|wf| {
-            let fail = |message: String| (message, Some(wf.clone()));
-            let reported = reported_digests(&wf).map_err(fail)?;
-            if reported != expected {
-                return Err(fail(format!(
-                    "main saw other bytes than the origin holds:\n  reported {reported:?}\n  expected {expected:?}"
-                )));
-            }
-            for key in ["dataset.bin", "shards/0.bin", "shards/1.bin", "shards/2.bin"] {
-                let gets = origin_gets(&s.moto_log, log_offset, &s.bucket, &format!("{prefix}/{key}"));
-                if gets != 0 {
-                    return Err(fail(format!(
-                        "{key} was staged, yet the origin answered {gets} GET(s) for it"
-                    )));
-                }
-            }
-            let stale = origin_gets(&s.moto_log, log_offset, &s.bucket, &format!("{prefix}/extra.bin"));
-            if stale == 0 {
-                return Err(fail("the changed object was not read from the origin".into()));
-            }
-            let raw = origin_gets(&s.moto_log, log_offset, &s.bucket, &format!("{prefix}/raw.bin"));
-            if raw == 0 {
-                return Err(fail("prepare's input was not read from the origin (is the log read right?)".into()));
-            }
-            Ok(wf)
-        });
-    let from_cache = gateway.counter("kfcache_gateway_served_bytes", "source=\"cache\"");
+    let run = Run::submit(&s, &prefix, &gateway, &s.ignite).await;
     let hits = gateway.counter("kfcache_gateway_cache_hits", "GetObject");
+    let from_cache = gateway.counter("kfcache_gateway_served_bytes", "source=\"cache\"");
     let stale_misses = gateway.counter("kfcache_gateway_cache_misses", "stale");
     let staged_bytes: usize = objects
         .iter()
-        .filter(|(k, _)| k.contains("/dataset.bin") || k.contains("/shards/"))
+        .filter(|(k, _)| staged.iter().any(|key| k.ends_with(&format!("/{key}"))))
         .map(|(_, v)| v.len())
         .sum();
-    let checked = checked.and_then(|wf| {
+    let checked = run.checked(&expected).and_then(|wf| {
+        let fail = |message: String| Err((message, Some(wf.clone())));
+        for key in staged {
+            let gets = run.origin_gets(&s, &prefix, key);
+            if gets != 0 {
+                return fail(format!("{key} was staged, yet the origin answered {gets} GET(s) for it"));
+            }
+        }
+        if run.origin_gets(&s, &prefix, "extra.bin") == 0 {
+            return fail("the changed object was not read from the origin".into());
+        }
+        if run.origin_gets(&s, &prefix, "raw.bin") == 0 {
+            return fail("prepare's input was not read from the origin (is the log read right?)".into());
+        }
         if hits < 4.0 || from_cache < staged_bytes as f64 || stale_misses < 1.0 {
-            return Err((
-                format!(
-                    "the gateway's metrics disagree: {hits} GetObject hits (want ≥ 4), {from_cache} \
-                     bytes from the cache (want ≥ {staged_bytes}), {stale_misses} stale misses (want ≥ 1)"
-                ),
-                Some(wf),
+            return fail(format!(
+                "the gateway's metrics disagree: {hits} GetObject hits (want ≥ 4), {from_cache} \
+                 bytes from the cache (want ≥ {staged_bytes}), {stale_misses} stale misses (want ≥ 1)"
             ));
         }
         Ok(())
     });
-    common::remove_node(&s.client, &s.node).await;
-    if let Err((message, last)) = checked {
-        panic!(
-            "{message} (after {:?})\n=== gateway log\n{}\n{}",
-            started.elapsed(),
-            std::fs::read_to_string(&gateway.log).unwrap_or_default(),
-            diagnostics(&s.agent, last.as_ref(), &pods)
-        );
-    }
+    run.finish(&s, &gateway, checked).await;
     eprintln!(
-        "workflow {name} succeeded in {:?}: {hits} hits, {from_cache} bytes from the cache, no origin GET of a staged object",
-        started.elapsed()
+        "workflow {} succeeded in {:?}: {hits} hits, {from_cache} bytes from the cache, no origin GET of a staged object",
+        run.name,
+        run.started.elapsed()
     );
 }
 
@@ -496,62 +549,26 @@ async fn staged_inputs_reach_argo_through_the_gateway_without_an_origin_get() {
 async fn with_the_cache_away_the_injected_workflow_reads_the_origin_and_succeeds() {
     let s = setup("gw-down").await;
     let prefix = format!("kfcache-k8s-e2e/{}", s.namespace);
-    let store = AmazonS3Builder::from_env()
-        .with_endpoint(&s.endpoint)
-        .with_bucket_name(&s.bucket)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .build()
-        .expect("S3 client");
     let objects = objects(&prefix);
-    for (key, data) in &objects {
-        store
-            .put(&key.as_str().into(), data.clone().into())
-            .await
-            .expect("put object");
-    }
+    s.put(&objects).await;
     let expected = expected_digests(&prefix, &objects);
-    let work = s.work.path();
     // Nothing listens on this port: the gateway and the pods' sidecars find no cache.
     let nowhere = format!("127.0.0.1:{}", free_port());
-    let gateway = Gateway::start(work, &s.namespace, &nowhere, &s.endpoint);
-    let repository = work.join("repository.yaml");
-    std::fs::write(&repository, common::repository_yaml(&s.endpoint, &s.bucket))
-        .expect("repository file");
-    let workflow = injected_workflow(&s, &prefix, &gateway.endpoint, &repository, &nowhere);
-    let log_offset = std::fs::metadata(&s.moto_log)
-        .map(|m| m.len() as usize)
-        .unwrap_or(0);
-    let started = Instant::now();
-    let (name, outcome) =
-        run_workflow(&s.client, &s.namespace, workflow, Duration::from_secs(180)).await;
-    std::thread::sleep(Duration::from_millis(500));
-    let pods = common::workflow_pods(&s.client, &s.namespace, &name).await;
-    let checked = outcome.and_then(|wf| {
-        let fail = |message: String| (message, Some(wf.clone()));
-        let reported = reported_digests(&wf).map_err(fail)?;
-        if reported != expected {
-            return Err(fail(format!(
-                "main saw other bytes than the origin holds:\n  reported {reported:?}\n  expected {expected:?}"
-            )));
-        }
-        let gets = origin_gets(&s.moto_log, log_offset, &s.bucket, &format!("{prefix}/dataset.bin"));
-        if gets == 0 {
-            return Err(fail("with no cache, the dataset did not come from the origin".into()));
+    let gateway = Gateway::start(s.work.path(), &s.namespace, &nowhere, &s.endpoint);
+    let run = Run::submit(&s, &prefix, &gateway, &nowhere).await;
+    let checked = run.checked(&expected).and_then(|wf| {
+        if run.origin_gets(&s, &prefix, "dataset.bin") == 0 {
+            return Err((
+                "with no cache, the dataset did not come from the origin".to_string(),
+                Some(wf),
+            ));
         }
         Ok(())
     });
-    common::remove_node(&s.client, &s.node).await;
-    if let Err((message, last)) = checked {
-        panic!(
-            "{message} (after {:?})\n=== gateway log\n{}\n{}",
-            started.elapsed(),
-            std::fs::read_to_string(&gateway.log).unwrap_or_default(),
-            diagnostics(&s.agent, last.as_ref(), &pods)
-        );
-    }
+    run.finish(&s, &gateway, checked).await;
     eprintln!(
-        "workflow {name} succeeded without a cache in {:?}",
-        started.elapsed()
+        "workflow {} succeeded without a cache in {:?}",
+        run.name,
+        run.started.elapsed()
     );
 }
