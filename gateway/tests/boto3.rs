@@ -84,14 +84,7 @@ async fn boto3_reads_from_the_cache_and_writes_to_the_origin() {
         setup.origin.seen()
     );
     assert_eq!(setup.gateway.metrics().hits("GetObject"), 2);
-    let at_origin = setup
-        .moto
-        .get(&Path::from(format!("{prefix}big.bin")))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let at_origin = setup.at_origin(&format!("{prefix}big.bin")).await;
     assert!(
         at_origin.as_ref() == big_data.as_slice(),
         "the multipart upload differs at the origin"

@@ -312,14 +312,7 @@ async fn writes_listings_and_bucket_calls_are_forwarded() {
         )
         .await
         .unwrap();
-    let at_origin = setup
-        .moto
-        .get(&Path::from(small.as_str()))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let at_origin = setup.at_origin(&small).await;
     assert_eq!(at_origin.as_ref(), b"hello gateway");
 
     // Multipart: 3 parts of 7 MiB.
@@ -336,14 +329,7 @@ async fn writes_listings_and_bucket_calls_are_forwarded() {
             .unwrap();
     }
     upload.complete().await.unwrap();
-    let at_origin = setup
-        .moto
-        .get(&Path::from(big.as_str()))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let at_origin = setup.at_origin(&big).await;
     assert!(
         at_origin.as_ref() == big_data.as_slice(),
         "the multipart upload differs at the origin"

@@ -126,23 +126,9 @@ async fn minio_go_reads_from_the_cache_and_writes_to_the_origin() {
         big.display().to_string(),
     ])
     .await;
-    let at_origin = setup
-        .moto
-        .get(&Path::from(small_key.as_str()))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let at_origin = setup.at_origin(&small_key).await;
     assert_eq!(at_origin.as_ref(), b"metrics: 0.93\n");
-    let at_origin = setup
-        .moto
-        .get(&Path::from(big_key.as_str()))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let at_origin = setup.at_origin(&big_key).await;
     assert!(
         at_origin.as_ref() == big_data.as_slice(),
         "the multipart upload differs at the origin"

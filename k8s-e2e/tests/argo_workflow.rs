@@ -11,7 +11,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,12 +68,7 @@ fn workflow(node: &str, input_key: &str, dir_key: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn argo_workflow_with_s3_artifacts_runs_on_the_node_agent() {
     let client = common::client().await;
-    let argo_bin = PathBuf::from(env("KFCACHE_TEST_K8S_BIN", "the locally built argoexec"));
-    assert!(
-        argo_bin.join("argoexec").is_file(),
-        "{}/argoexec does not exist: KFCACHE_TEST_K8S_BIN must be the directory of the built Argo binaries",
-        argo_bin.display()
-    );
+    let argo = common::argoexec_image_bin();
     let endpoint = env("KFCACHE_TEST_S3_ENDPOINT", "the S3 server");
     let bucket = env("KFCACHE_TEST_S3_BUCKET", "the S3 server");
 
@@ -116,14 +110,7 @@ async fn argo_workflow_with_s3_artifacts_runs_on_the_node_agent() {
     prepare_namespace(&client, &namespace, &endpoint, &bucket).await;
     common::node(&client, &node).await;
     let work = tempfile::tempdir().expect("tempdir");
-    let agent = start_agent(
-        &node,
-        work.path(),
-        &[
-            "--image-bin".into(),
-            format!("quay.io/argoproj/argoexec={}", argo_bin.display()),
-        ],
-    );
+    let agent = start_agent(&node, work.path(), &argo);
 
     // Argo deletes a workflow's WorkflowTaskResults once it completes (operator.go, `deleteTaskResults`
     // after `Status.Fulfilled()`), so they are recorded while it runs.
@@ -310,7 +297,7 @@ fn check(workflow: &serde_json::Value, pods: &[Pod], expected: &str) -> Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminating_a_workflow_stops_its_pod_through_pods_exec() {
     let client = common::client().await;
-    let argo_bin = PathBuf::from(env("KFCACHE_TEST_K8S_BIN", "the locally built argoexec"));
+    let argo = common::argoexec_image_bin();
     let endpoint = env("KFCACHE_TEST_S3_ENDPOINT", "the S3 server");
     let bucket = env("KFCACHE_TEST_S3_BUCKET", "the S3 server");
     let namespace = unique("e2e-stop");
@@ -318,14 +305,7 @@ async fn terminating_a_workflow_stops_its_pod_through_pods_exec() {
     prepare_namespace(&client, &namespace, &endpoint, &bucket).await;
     common::node(&client, &node).await;
     let work = tempfile::tempdir().expect("tempdir");
-    let agent = start_agent(
-        &node,
-        work.path(),
-        &[
-            "--image-bin".into(),
-            format!("quay.io/argoproj/argoexec={}", argo_bin.display()),
-        ],
-    );
+    let agent = start_agent(&node, work.path(), &argo);
     let workflows: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &namespace, &workflow_resource());
     let object: DynamicObject = serde_json::from_value(serde_json::json!({

@@ -280,7 +280,7 @@ struct Setup {
 
 async fn setup(name: &str) -> Setup {
     let client = common::client().await;
-    let argo_bin = PathBuf::from(env("KFCACHE_TEST_K8S_BIN", "the locally built argoexec"));
+    let [argo_flag, argo_mapping] = common::argoexec_image_bin();
     let endpoint = env("KFCACHE_TEST_S3_ENDPOINT", "the S3 server");
     let bucket = env("KFCACHE_TEST_S3_BUCKET", "the S3 server");
     let ignite = env("KFCACHE_TEST_IGNITE_1", "the 1-node Ignite cluster");
@@ -301,8 +301,8 @@ async fn setup(name: &str) -> Setup {
         &node,
         work.path(),
         &[
-            "--image-bin".into(),
-            format!("quay.io/argoproj/argoexec={}", argo_bin.display()),
+            argo_flag,
+            argo_mapping,
             "--image-bin".into(),
             format!("kfcache.test/kfcache={}", kfcache_dir.display()),
         ],

@@ -183,6 +183,19 @@ pub struct Setup {
     served: Option<tokio::task::JoinHandle<kfcache_gateway::Result<()>>>,
 }
 
+impl Setup {
+    /// The object's bytes at the origin, read from moto directly.
+    pub async fn at_origin(&self, key: &str) -> bytes::Bytes {
+        self.moto
+            .get(&object_store::path::Path::from(key))
+            .await
+            .expect("get from moto")
+            .bytes()
+            .await
+            .expect("read from moto")
+    }
+}
+
 pub const CHUNK: u64 = 1 << 20;
 
 pub fn layout(namespace: &str) -> LayoutConfig {

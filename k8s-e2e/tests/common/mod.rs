@@ -110,6 +110,21 @@ pub async fn remove_node(client: &Client, node: &str) {
         .await;
 }
 
+/// The agent flags that map Argo's executor image to the locally built `argoexec`
+/// (`KFCACHE_TEST_K8S_BIN` from `scripts/k8s.sh env`).
+pub fn argoexec_image_bin() -> [String; 2] {
+    let bin = PathBuf::from(env("KFCACHE_TEST_K8S_BIN", "the locally built argoexec"));
+    assert!(
+        bin.join("argoexec").is_file(),
+        "{}/argoexec does not exist: KFCACHE_TEST_K8S_BIN must be the directory of the built Argo binaries",
+        bin.display()
+    );
+    [
+        "--image-bin".to_string(),
+        format!("quay.io/argoproj/argoexec={}", bin.display()),
+    ]
+}
+
 /// The agent process; SIGTERM, then SIGKILL, when dropped.
 pub struct Agent {
     pub child: Child,
