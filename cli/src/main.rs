@@ -7,7 +7,6 @@
 mod analyze;
 mod bench;
 mod bench_e2e;
-mod bench_e2e_report;
 mod bench_eviction;
 mod bench_monitor;
 mod bench_predict;
