@@ -63,6 +63,9 @@ pub enum Error {
     /// A host tool the agent needs (unshare, mount, chroot, sh) is missing.
     #[error("host tool {tool:?} not found in {searched}")]
     MissingTool { tool: String, searched: String },
+    /// An object to create is not what its type expects.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Error {
@@ -77,6 +80,7 @@ impl Error {
             Error::NoEntrypoint { .. } => "CreateContainerConfigError",
             Error::Spawn { .. } => "StartError",
             Error::Config { .. } | Error::MissingTool { .. } => "NodeAgentMisconfigured",
+            Error::Invalid(_) => "InvalidObject",
         }
     }
 

@@ -14,6 +14,8 @@
 //! generated shell prelude ([`sandbox`]), because the workspace forbids `unsafe` code.
 
 pub mod agent;
+pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod env;
 pub mod error;

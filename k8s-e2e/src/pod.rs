@@ -71,6 +71,14 @@ pub fn pod_dir(config: &AgentConfig, pod: &Pod) -> PathBuf {
         .join(format!("{namespace}_{name}_{uid}"))
 }
 
+/// The pod's timeline: one JSON line per container start and exit, with the time to the
+/// microsecond (`{"container":"main","kind":"container","event":"started","at":"…"}`; exits add
+/// `exit_code`). Kubernetes' own timestamps have whole seconds, too coarse for measuring a
+/// task's input wait.
+pub fn timeline_path(pod_dir: &Path) -> PathBuf {
+    pod_dir.join("timeline.jsonl")
+}
+
 /// The log file of one container of a pod.
 pub fn log_path(pod_dir: &Path, container: &str) -> PathBuf {
     pod_dir.join("logs").join(format!("{container}.log"))
@@ -320,6 +328,7 @@ impl Runner {
             }
         };
         let started_at = now();
+        self.timeline(&container.name, kind, "started", None).await;
         let mut child = match sandbox::spawn(&plan, &self.node.tools, pid_namespace) {
             Ok(child) => child,
             Err(e) => {
@@ -405,6 +414,8 @@ impl Runner {
         }
         // Like a container runtime: when the command exits, whatever it left behind goes too.
         signal(pid, Signal::KILL, true);
+        self.timeline(&container.name, kind, "exited", Some(code))
+            .await;
         let message = termination_message(container, &plan, code);
         info!(container = %container.name, exit_code = code, log = %plan.log.display(), "container exited");
         self.status
@@ -413,6 +424,33 @@ impl Runner {
             .terminated(kind, index, code, Some(started_at), message, None);
         self.publish().await;
         Exit::Code(code)
+    }
+
+    /// Appends one event to the pod's timeline ([`timeline_path`]); a failure costs the line
+    /// only.
+    async fn timeline(&self, container: &str, kind: Kind, event: &str, exit_code: Option<i32>) {
+        use tokio::io::AsyncWriteExt;
+        let mut line = serde_json::json!({
+            "container": container,
+            "kind": kind.label(),
+            "event": event,
+            "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        });
+        if let Some(code) = exit_code {
+            line["exit_code"] = code.into();
+        }
+        let path = timeline_path(&self.dir);
+        let written = async {
+            let mut file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .await?;
+            file.write_all(format!("{line}\n").as_bytes()).await
+        };
+        if let Err(e) = written.await {
+            warn!(path = %path.display(), error = %e, "could not write the pod's timeline");
+        }
     }
 
     async fn plan(

@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{ApiResource, GroupVersionKind};
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kfcache_k8s_e2e::cluster;
+use kube::api::ApiResource;
 use kube::{Api, Client};
 use rand::{Rng, SeedableRng};
 
@@ -44,70 +43,28 @@ pub async fn create<K>(api: &Api<K>, value: serde_json::Value)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    let object: K = serde_json::from_value(value).expect("object");
-    match api.create(&PostParams::default(), &object).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("creating {object:?}: {e}"),
-    }
+    cluster::create(api, value).await.expect("create object");
 }
 
 /// A namespace with its `default` ServiceAccount (no controller-manager creates it).
 pub async fn namespace(client: &Client, namespace: &str) {
-    create(
-        &Api::<Namespace>::all(client.clone()),
-        serde_json::json!({"metadata": {"name": namespace}}),
-    )
-    .await;
-    create(
-        &Api::<ServiceAccount>::namespaced(client.clone(), namespace),
-        serde_json::json!({"metadata": {"name": "default"}}),
-    )
-    .await;
+    cluster::namespace(client, namespace)
+        .await
+        .expect("namespace");
 }
 
-/// The Secret with the S3 keys that the namespace's artifact repository names.
-pub const S3_SECRET: &str = "kfcache-s3";
-
-/// The taint that keeps other pods off a test's own node; pods of the test tolerate it.
-pub const TAINT_KEY: &str = "kfcache.io/e2e";
+#[allow(unused_imports)]
+pub use cluster::{S3_SECRET, TAINT_KEY};
 
 /// A fake node of this test only, annotated for kwok (which keeps it Ready when it runs) and
 /// tainted so that no other test's pod lands on it.
 pub async fn node(client: &Client, node: &str) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let capacity =
-        serde_json::json!({"cpu": "32", "memory": "256Gi", "pods": "110", "nvidia.com/gpu": "8"});
-    create(
-        &nodes,
-        serde_json::json!({
-            "metadata": {"name": node,
-                         "annotations": {"kwok.x-k8s.io/node": "fake"},
-                         "labels": {"kubernetes.io/hostname": node, "type": "kwok"}},
-            "spec": {"taints": [{"key": TAINT_KEY, "value": node, "effect": "NoSchedule"}]},
-            "status": {"capacity": capacity, "allocatable": capacity}
-        }),
-    )
-    .await;
-    let status = serde_json::json!({"status": {
-        "capacity": capacity, "allocatable": capacity,
-        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                        "message": "kfcache test node agent", "lastHeartbeatTime": null}]
-    }});
-    if let Err(e) = nodes
-        .patch_status(node, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-    {
-        eprintln!("node {node} status: {e} (kwok may own it)");
-    }
+    cluster::fake_node(client, node).await.expect("node");
 }
 
 /// Removes the test's node.
 pub async fn remove_node(client: &Client, node: &str) {
-    let _ = Api::<Node>::all(client.clone())
-        .delete(node, &Default::default())
-        .await;
+    cluster::remove_node(client, node).await;
 }
 
 /// The agent flags that map Argo's executor image to the locally built `argoexec`
@@ -229,76 +186,25 @@ pub fn phase(pod: Option<&Pod>) -> String {
 }
 
 pub fn workflow_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Workflow"),
-        "workflows",
-    )
+    cluster::workflow_resource()
 }
 
 pub fn task_result_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "WorkflowTaskResult"),
-        "workflowtaskresults",
-    )
+    cluster::task_result_resource()
 }
 
 /// The namespace with what a kubelet-less cluster lacks: the default ServiceAccount, the
 /// executor's RBAC, the S3 secret and the namespace's artifact repository.
 pub async fn prepare_namespace(client: &Client, namespace: &str, endpoint: &str, bucket: &str) {
-    self::namespace(client, namespace).await;
-    create(
-        &Api::<Role>::namespaced(client.clone(), namespace),
-        serde_json::json!({
-            "metadata": {"name": "argo-executor"},
-            "rules": [
-                {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
-                 "verbs": ["create", "patch", "get", "list", "watch", "update"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "watch", "patch"]},
-                {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get", "watch"]},
-                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
-            ]
-        }),
-    )
-    .await;
-    create(
-        &Api::<RoleBinding>::namespaced(client.clone(), namespace),
-        serde_json::json!({
-            "metadata": {"name": "argo-executor"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "argo-executor"},
-            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}]
-        }),
-    )
-    .await;
-    let access = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "testing".into());
-    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "testing".into());
-    create(
-        &Api::<Secret>::namespaced(client.clone(), namespace),
-        serde_json::json!({"metadata": {"name": S3_SECRET}, "stringData": {"accessKey": access, "secretKey": secret}}),
-    )
-    .await;
-    let repository = repository_yaml(endpoint, bucket);
-    create(
-        &Api::<ConfigMap>::namespaced(client.clone(), namespace),
-        serde_json::json!({
-            "metadata": {"name": "artifact-repositories",
-                         "annotations": {"workflows.argoproj.io/default-artifact-repository": "default-v1"}},
-            "data": {"default-v1": repository}
-        }),
-    )
-    .await;
+    cluster::prepare_namespace(client, namespace, endpoint, bucket)
+        .await
+        .expect("prepare namespace");
 }
 
 /// The S3 artifact repository at `endpoint` (`http://host:port`), as Argo's
 /// `artifact-repositories` ConfigMap holds it, with the keys of [`S3_SECRET`].
 pub fn repository_yaml(endpoint: &str, bucket: &str) -> String {
-    let host = endpoint
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/');
-    format!(
-        "s3:\n  endpoint: {host}\n  bucket: {bucket}\n  insecure: true\n  region: us-east-1\n  \
-         accessKeySecret: {{name: {S3_SECRET}, key: accessKey}}\n  secretKeySecret: {{name: {S3_SECRET}, key: secretKey}}\n"
-    )
+    cluster::repository_yaml(endpoint, bucket)
 }
 
 /// Submits a workflow and polls it until it ends or `deadline` passes: the final object when it
@@ -312,47 +218,26 @@ pub async fn run_workflow(
     String,
     Result<serde_json::Value, (String, Option<serde_json::Value>)>,
 ) {
-    let workflows: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &workflow_resource());
-    let object: kube::api::DynamicObject =
-        serde_json::from_value(workflow).expect("workflow object");
-    let name = workflows
-        .create(&PostParams::default(), &object)
+    let name = cluster::submit_workflow(client, namespace, workflow)
         .await
-        .expect("submit workflow")
-        .metadata
-        .name
-        .expect("workflow name");
-    let started = Instant::now();
-    let mut last = None;
-    loop {
-        if let Ok(wf) = workflows.get(&name).await {
-            let value = serde_json::to_value(&wf).unwrap_or_default();
-            match value["status"]["phase"].as_str().unwrap_or_default() {
-                "Succeeded" => return (name, Ok(value)),
-                phase @ ("Failed" | "Error") => {
-                    let message = format!("workflow {name} ended {phase}");
-                    return (name, Err((message, Some(value))));
-                }
-                _ => last = Some(value),
-            }
-        }
-        if started.elapsed() > deadline {
-            let message = format!("workflow {name} did not finish within {deadline:?}");
-            return (name, Err((message, last)));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        .expect("submit workflow");
+    let outcome = cluster::follow_workflow(
+        client,
+        namespace,
+        &name,
+        deadline,
+        Duration::from_millis(250),
+    )
+    .await;
+    match outcome {
+        cluster::Outcome::Succeeded(wf) => (name, Ok(wf)),
+        cluster::Outcome::Failed { message, last } => (name, Err((message, last))),
     }
 }
 
 /// The pods of a workflow.
 pub async fn workflow_pods(client: &Client, namespace: &str, workflow: &str) -> Vec<Pod> {
-    let selector = format!("workflows.argoproj.io/workflow={workflow}");
-    Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&kube::api::ListParams::default().labels(&selector))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
+    cluster::workflow_pods(client, namespace, workflow).await
 }
 
 /// Everything a reader needs when the test fails.
