@@ -19,6 +19,7 @@ mod bounded;
 mod error;
 pub mod evict_sim;
 pub mod execute;
+pub mod fill;
 mod ignite;
 mod layout;
 pub mod lease;
