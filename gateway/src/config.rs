@@ -56,11 +56,29 @@ pub struct GatewayConfig {
     /// Base domains for virtual-host-style requests (`BUCKET.DOMAIN`). Requests to any other
     /// host (an IP address, a service name) are path-style.
     pub virtual_host_domains: Vec<String>,
+    /// Whether objects uploaded through the gateway (`PutObject`, multipart uploads) are
+    /// written into the cache once the origin has stored them, so that the next task's read
+    /// is a hit. Never delays nor fails the upload.
+    pub write_through: bool,
+    /// Objects larger than this are not written through (nor filled).
+    pub write_through_max_object: u64,
+    /// Bytes of upload bodies (and fill copies) held in memory at once, across requests in
+    /// flight; what does not fit is not written through.
+    pub write_through_buffer: u64,
+    /// Parts of a multipart upload that is neither completed nor aborted for this long are
+    /// dropped.
+    pub write_through_idle: Duration,
+    /// On-demand fill: when set, a full `GetObject` that misses (not cached, or stale) is
+    /// written into the cache as it passes, after evicting least-recently-used objects until
+    /// the namespace holds at most this many bytes (the rule of `kfcache sidecar init
+    /// --fill-budget`). Off by default: kfcache stages ahead instead.
+    pub fill_budget: Option<u64>,
 }
 
 impl GatewayConfig {
     /// Defaults for `tenant` signing with `credentials`: 5 s cache calls, 30 s cool-down, 10 s
-    /// freshness checks, path-style only.
+    /// freshness checks, path-style only; write-through of objects up to 1 GiB with 2 GiB of
+    /// buffers and unfinished uploads dropped after 1 h; no on-demand fill.
     pub fn new(tenant: impl Into<String>, credentials: S3Credentials) -> GatewayConfig {
         GatewayConfig {
             tenant: tenant.into(),
@@ -69,6 +87,11 @@ impl GatewayConfig {
             cache_cooldown: Duration::from_secs(30),
             freshness_timeout: Duration::from_secs(10),
             virtual_host_domains: Vec::new(),
+            write_through: true,
+            write_through_max_object: 1 << 30,
+            write_through_buffer: 2 << 30,
+            write_through_idle: Duration::from_secs(3600),
+            fill_budget: None,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Forwarding of every S3 operation to the origin: the `s3s::S3` implementation of the
-//! gateway. `GetObject` and `HeadObject` go through the cache ([`crate::service`]); every
-//! other operation is counted and handed to `s3s_aws::Proxy`, which sends it to the origin
-//! through aws-sdk-s3, signed with the origin's key.
+//! gateway. `GetObject` and `HeadObject` go through the cache ([`crate::service`]); uploads
+//! (`PutObject` and the multipart operations) are forwarded and written through into the
+//! cache ([`crate::upload`]); every other operation is counted and handed to
+//! `s3s_aws::Proxy`, which sends it to the origin through aws-sdk-s3, signed with the
+//! origin's key.
 //!
 //! The methods below were written by a script from the list of operations of `s3s::S3`
 //! (0.14), one per operation that `s3s_aws::Proxy` implements (all but browser `PostObject`);
@@ -17,16 +19,14 @@ impl S3 for GatewayS3 {
         &self,
         req: S3Request<s3s::dto::AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<s3s::dto::AbortMultipartUploadOutput>> {
-        self.forwarded("AbortMultipartUpload");
-        self.proxy().abort_multipart_upload(req).await
+        self.abort_multipart_upload_through(req).await
     }
 
     async fn complete_multipart_upload(
         &self,
         req: S3Request<s3s::dto::CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<s3s::dto::CompleteMultipartUploadOutput>> {
-        self.forwarded("CompleteMultipartUpload");
-        self.proxy().complete_multipart_upload(req).await
+        self.complete_multipart_upload_through(req).await
     }
 
     async fn copy_object(
@@ -59,8 +59,7 @@ impl S3 for GatewayS3 {
         &self,
         req: S3Request<s3s::dto::CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<s3s::dto::CreateMultipartUploadOutput>> {
-        self.forwarded("CreateMultipartUpload");
-        self.proxy().create_multipart_upload(req).await
+        self.create_multipart_upload_through(req).await
     }
 
     async fn create_session(
@@ -725,8 +724,7 @@ impl S3 for GatewayS3 {
         &self,
         req: S3Request<s3s::dto::PutObjectInput>,
     ) -> S3Result<S3Response<s3s::dto::PutObjectOutput>> {
-        self.forwarded("PutObject");
-        self.proxy().put_object(req).await
+        self.put_object_through(req).await
     }
 
     async fn put_object_acl(
@@ -797,16 +795,14 @@ impl S3 for GatewayS3 {
         &self,
         req: S3Request<s3s::dto::UploadPartInput>,
     ) -> S3Result<S3Response<s3s::dto::UploadPartOutput>> {
-        self.forwarded("UploadPart");
-        self.proxy().upload_part(req).await
+        self.upload_part_through(req).await
     }
 
     async fn upload_part_copy(
         &self,
         req: S3Request<s3s::dto::UploadPartCopyInput>,
     ) -> S3Result<S3Response<s3s::dto::UploadPartCopyOutput>> {
-        self.forwarded("UploadPartCopy");
-        self.proxy().upload_part_copy(req).await
+        self.upload_part_copy_through(req).await
     }
 
     async fn write_get_object_response(

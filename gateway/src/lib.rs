@@ -9,9 +9,18 @@
 //! - `GetObject` of a staged, current object is answered from the cache: full and `Range`
 //!   reads, the origin's ETag, `Last-Modified`, verified chunks (the rules are those of
 //!   `kfcache sidecar init`; see `src/service.rs`). The origin sees one HEAD and no GET.
-//! - Everything else (`ListObjectsV2`, `GetBucketLocation`, `HeadBucket`, `PutObject` with
-//!   aws-chunked streaming signatures, multipart uploads, `DeleteObject(s)`, `CopyObject`, …)
-//!   is forwarded to the origin unchanged.
+//! - Uploads (`PutObject` with aws-chunked streaming signatures, multipart uploads) are
+//!   forwarded, and written through into the cache once the origin has stored them
+//!   (`GatewayConfig::write_through`, on by default): Argo's `wait` uploads a task's outputs,
+//!   and the next task's download of them is a hit. The copy is taken as the body passes and
+//!   written after the origin's OK, under the ETag the origin gave; it never delays nor fails
+//!   the upload, and it is bounded per object and in total (see `src/write.rs`).
+//! - With a fill budget (`GatewayConfig::fill_budget`, off by default), a full `GetObject`
+//!   that missed is written into the cache as it passes, evicting least-recently-used objects
+//!   to stay within the budget: the on-demand LRU cache `kfcache bench e2e` compares
+//!   prefetching against, with the rule of `kfcache sidecar init --fill-budget`.
+//! - Everything else (`ListObjectsV2`, `GetBucketLocation`, `HeadBucket`, `DeleteObject(s)`,
+//!   `CopyObject`, …) is forwarded to the origin unchanged.
 //! - Clients sign with the origin's access key; the gateway verifies SigV4 and signs again
 //!   towards the origin.
 //! - One gateway serves one tenant (Kubernetes namespace): it reads the cache under that
@@ -65,8 +74,10 @@ mod metrics;
 mod read;
 mod server;
 mod service;
+mod upload;
+mod write;
 
 pub use config::{GatewayConfig, OriginConfig, S3Credentials};
 pub use error::{Error, Result};
-pub use metrics::{serve_admin, GatewayMetrics, MissReason};
+pub use metrics::{serve_admin, GatewayMetrics, MissReason, WriteKind, WriteOutcome};
 pub use server::{Gateway, Origin};

@@ -5,6 +5,10 @@
 //! a cache hit, or a miss with its reason (`not_cached`, `stale`, `check_failed`,
 //! `cache_error`, `bypass` for requests the cache does not answer: versions, parts, SSE-C,
 //! response overrides, time conditions). Body bytes are counted by where they came from.
+//!
+//! Copies into the cache are counted by kind (`write_through_*` for uploads, `fill_*` for the
+//! on-demand fill of misses) and [`WriteOutcome`]; the bytes held in memory for them are a
+//! gauge.
 
 use std::sync::Arc;
 
@@ -48,6 +52,43 @@ impl MissReason {
     }
 }
 
+/// What became of an object copied towards the cache (an upload written through, a miss
+/// filled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteOutcome {
+    /// It is in the cache.
+    Written,
+    /// It was not written on purpose: too large, over the buffer bound, larger than the fill
+    /// budget, an upload that failed or whose parts do not match the completion.
+    Skipped,
+    /// Writing it into the cache failed.
+    Failed,
+}
+
+impl WriteOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteOutcome::Written => "written",
+            WriteOutcome::Skipped => "skipped",
+            WriteOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// Which copy into the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteKind {
+    /// An object uploaded through the gateway.
+    WriteThrough,
+    /// A miss read from the origin (`fill_budget`).
+    Fill,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabel {
     operation: String,
@@ -78,6 +119,12 @@ struct Inner {
     misses: Family<MissLabel, Counter>,
     bytes: Family<SourceLabel, Counter>,
     cache_connected: Gauge,
+    write_through: Family<OutcomeLabel, Counter>,
+    write_through_bytes: Counter,
+    fills: Family<OutcomeLabel, Counter>,
+    fill_bytes: Counter,
+    fill_evictions: Counter,
+    buffered: Gauge,
 }
 
 impl Default for GatewayMetrics {
@@ -95,6 +142,12 @@ impl GatewayMetrics {
             misses: Family::default(),
             bytes: Family::default(),
             cache_connected: Gauge::default(),
+            write_through: Family::default(),
+            write_through_bytes: Counter::default(),
+            fills: Family::default(),
+            fill_bytes: Counter::default(),
+            fill_evictions: Counter::default(),
+            buffered: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -122,6 +175,47 @@ impl GatewayMetrics {
             "1 while a cache is connected, else 0",
             inner.cache_connected.clone(),
         );
+        registry.register(
+            "write_through_objects",
+            "Objects uploaded through the gateway, by what became of their copy into the cache (written, skipped, failed)",
+            inner.write_through.clone(),
+        );
+        registry.register(
+            "write_through_bytes",
+            "Bytes of uploaded objects written into the cache",
+            inner.write_through_bytes.clone(),
+        );
+        registry.register(
+            "fill_objects",
+            "Objects read from the origin on a miss, by what became of their copy into the cache (written, skipped, failed)",
+            inner.fills.clone(),
+        );
+        registry.register(
+            "fill_bytes",
+            "Bytes of missed objects written into the cache",
+            inner.fill_bytes.clone(),
+        );
+        registry.register(
+            "fill_evictions",
+            "Objects evicted, least recently used first, to make room for fills",
+            inner.fill_evictions.clone(),
+        );
+        registry.register(
+            "write_buffer_bytes",
+            "Bytes of bodies held in memory to be written into the cache",
+            inner.buffered.clone(),
+        );
+        for outcome in [
+            WriteOutcome::Written,
+            WriteOutcome::Skipped,
+            WriteOutcome::Failed,
+        ] {
+            let label = OutcomeLabel {
+                outcome: outcome.as_str().to_string(),
+            };
+            let _ = inner.write_through.get_or_create(&label);
+            let _ = inner.fills.get_or_create(&label);
+        }
         for source in ["cache", "origin"] {
             let _ = inner.bytes.get_or_create(&SourceLabel {
                 source: source.to_string(),
@@ -172,6 +266,51 @@ impl GatewayMetrics {
 
     pub(crate) fn cache_connected(&self, connected: bool) {
         self.inner.cache_connected.set(i64::from(connected));
+    }
+
+    pub(crate) fn wrote(&self, kind: WriteKind, outcome: WriteOutcome, bytes: u64) {
+        let label = OutcomeLabel {
+            outcome: outcome.as_str().to_string(),
+        };
+        let (objects, written) = match kind {
+            WriteKind::WriteThrough => (&self.inner.write_through, &self.inner.write_through_bytes),
+            WriteKind::Fill => (&self.inner.fills, &self.inner.fill_bytes),
+        };
+        objects.get_or_create(&label).inc();
+        if outcome == WriteOutcome::Written {
+            written.inc_by(bytes);
+        }
+    }
+
+    pub(crate) fn evicted(&self, objects: u64) {
+        self.inner.fill_evictions.inc_by(objects);
+    }
+
+    pub(crate) fn buffered(&self, bytes: u64) {
+        self.inner
+            .buffered
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Objects of `kind` whose copy into the cache ended with `outcome` so far.
+    pub fn writes(&self, kind: WriteKind, outcome: WriteOutcome) -> u64 {
+        let label = OutcomeLabel {
+            outcome: outcome.as_str().to_string(),
+        };
+        match kind {
+            WriteKind::WriteThrough => self.inner.write_through.get_or_create(&label).get(),
+            WriteKind::Fill => self.inner.fills.get_or_create(&label).get(),
+        }
+    }
+
+    /// Objects evicted to make room for fills so far.
+    pub fn fill_evictions(&self) -> u64 {
+        self.inner.fill_evictions.get()
+    }
+
+    /// Bytes held in memory for copies into the cache now.
+    pub fn buffered_bytes(&self) -> u64 {
+        u64::try_from(self.inner.buffered.get()).unwrap_or(0)
     }
 
     /// Requests of `operation` so far.

@@ -18,6 +18,7 @@ use crate::config::{GatewayConfig, OriginConfig};
 use crate::error::{Error, Result};
 use crate::metrics::GatewayMetrics;
 use crate::service::{CacheSlot, GatewayS3, Shared};
+use crate::write::{Buffers, Uploads};
 
 /// How long requests in flight may take to finish after the shutdown signal.
 const GRACE: Duration = Duration::from_secs(30);
@@ -149,6 +150,8 @@ impl Gateway {
         metrics.cache_connected(cache.is_some());
         let shared = Arc::new(Shared {
             cache: CacheSlot::new(cache, config.cache_timeout, config.cache_cooldown),
+            buffers: Buffers::new(config.write_through_buffer, metrics.clone()),
+            uploads: Uploads::default(),
             proxy: s3s_aws::Proxy::from(origin.client),
             source: origin.source,
             metrics,

@@ -19,6 +19,11 @@
 //! `HeadObject` is forwarded (the origin's answer carries its content type and metadata,
 //! which the cache does not keep); only when the origin fails (no answer, a 5xx) and the object
 //! is cached is it answered from the manifest.
+//!
+//! With a fill budget (`GatewayConfig::fill_budget`, the on-demand LRU baseline), a full
+//! `GetObject` that missed because the object is not cached or stale is copied as it passes
+//! to the client and written into the cache once the whole body has passed
+//! ([`crate::write`]); a hit records the object's use for the least-recently-used rule.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
@@ -28,7 +33,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use kfcache_prefetcher::{ArtifactSource, CacheSink, Manifest, ObjectCache};
+use kfcache_prefetcher::{ArtifactSource, CacheSink, Manifest, ObjectCache, SourceVersion};
 use s3s::dto::{
     ETag, ETagCondition, GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput,
     StreamingBlob, Timestamp,
@@ -37,8 +42,9 @@ use s3s::stream::{ByteStream, RemainingLength};
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
 use crate::config::GatewayConfig;
-use crate::metrics::{GatewayMetrics, MissReason};
+use crate::metrics::{GatewayMetrics, MissReason, WriteKind, WriteOutcome};
 use crate::read;
+use crate::write::{etag_text, spawn_write, Buffers, Tee, Uploads};
 
 /// The cache the gateway reads, if one is connected, with the cool-down after a timeout.
 pub(crate) struct CacheSlot {
@@ -131,6 +137,10 @@ pub(crate) struct Shared {
     pub(crate) source: Arc<dyn ArtifactSource>,
     pub(crate) cache: CacheSlot,
     pub(crate) metrics: GatewayMetrics,
+    /// The memory bound of copies into the cache (uploads written through, fills).
+    pub(crate) buffers: Arc<Buffers>,
+    /// Multipart uploads whose parts are being copied.
+    pub(crate) uploads: Uploads,
 }
 
 /// The `s3s::S3` implementation of the gateway (its methods are in [`crate::forward`]).
@@ -271,7 +281,7 @@ impl GatewayS3 {
         metrics.request(OPERATION);
         if bypasses_cache(&req.input) {
             metrics.miss(OPERATION, MissReason::Bypass);
-            return self.get_from_origin(req).await;
+            return self.get_from_origin(req, false).await;
         }
         let uri = object_uri(&req.input.bucket, &req.input.key);
         let fresh = match self.lookup(&uri).await {
@@ -279,7 +289,8 @@ impl GatewayS3 {
             Err(reason) => {
                 tracing::debug!(%uri, reason = reason.as_str(), "miss");
                 metrics.miss(OPERATION, reason);
-                return self.get_from_origin(req).await;
+                let fill = matches!(reason, MissReason::NotCached | MissReason::Stale);
+                return self.get_from_origin(req, fill).await;
             }
         };
         let etag = fresh.etag();
@@ -319,11 +330,16 @@ impl GatewayS3 {
             Err(failure) => {
                 tracing::warn!(%uri, error = %failure, "the cached copy cannot be used; serving the origin's");
                 metrics.miss(OPERATION, failure.reason());
-                return self.get_from_origin(req).await;
+                return self.get_from_origin(req, false).await;
             }
         };
         metrics.hit(OPERATION);
         tracing::debug!(%uri, start = span.start, end = span.end, "hit");
+        if self.shared.config.fill_budget.is_some() {
+            let cache = fresh.cache.clone();
+            let uri = uri.clone();
+            tokio::spawn(async move { kfcache_prefetcher::fill::touch(&cache, &uri).await });
+        }
         let output = GetObjectOutput {
             body: Some(StreamingBlob::new(body)),
             content_length: Some(i64::try_from(span.end - span.start).unwrap_or(i64::MAX)),
@@ -340,18 +356,87 @@ impl GatewayS3 {
         Ok(S3Response::new(output))
     }
 
+    /// Forwards `req`; with `fill` (a miss the fill budget may fill), the body is copied into
+    /// the cache as it passes.
     async fn get_from_origin(
         &self,
         req: S3Request<GetObjectInput>,
+        fill: bool,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        let fill = fill && req.input.range.is_none();
+        let uri = object_uri(&req.input.bucket, &req.input.key);
         let mut response = self.proxy().get_object(req).await?;
         if let Some(body) = response.output.body.take() {
-            response.output.body = Some(StreamingBlob::new(CountedBody {
+            let body = StreamingBlob::new(CountedBody {
                 inner: body,
                 metrics: self.shared.metrics.clone(),
-            }));
+            });
+            response.output.body = Some(if fill {
+                self.fill_from(uri, &response.output, body)
+            } else {
+                body
+            });
         }
         Ok(response)
+    }
+
+    /// `body` (the origin's answer `output` to a full GET of `uri`), copied into the cache
+    /// in passing when the fill budget is on and the object may fit.
+    fn fill_from(
+        &self,
+        uri: String,
+        output: &GetObjectOutput,
+        body: StreamingBlob,
+    ) -> StreamingBlob {
+        let config = &self.shared.config;
+        let Some(budget) = config.fill_budget else {
+            return body;
+        };
+        let (Some(length), Some(etag), None) = (
+            output.content_length,
+            output.e_tag.as_ref(),
+            &output.content_range,
+        ) else {
+            return body;
+        };
+        let Some(cache) = self.shared.cache.current() else {
+            return body;
+        };
+        let size = u64::try_from(length).unwrap_or(0);
+        let metrics = &self.shared.metrics;
+        if size > budget.min(config.write_through_max_object) {
+            tracing::debug!(%uri, size, budget, "larger than the fill budget or the object bound; not filled");
+            metrics.wrote(WriteKind::Fill, WriteOutcome::Skipped, 0);
+            return body;
+        }
+        let version = SourceVersion {
+            etag: Some(etag_text(etag)),
+            size,
+            last_modified: output.last_modified.as_ref().and_then(timestamp_to_chrono),
+        };
+        let (tee, handle) = Tee::new(body, Some(size), &self.shared.buffers, size);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let copy = match handle.finished().await {
+                Ok(copy) if copy.len() == size => copy,
+                Ok(copy) => {
+                    tracing::debug!(%uri, got = copy.len(), size, "the body is not as long as its Content-Length; not filled");
+                    shared
+                        .metrics
+                        .wrote(WriteKind::Fill, WriteOutcome::Skipped, 0);
+                    return;
+                }
+                Err(reason) => {
+                    tracing::debug!(%uri, reason = reason.as_str(), "not filled");
+                    shared
+                        .metrics
+                        .wrote(WriteKind::Fill, WriteOutcome::Skipped, 0);
+                    return;
+                }
+            };
+            spawn_write(&shared, WriteKind::Fill, cache, uri, version, copy);
+        });
+        StreamingBlob::new(tee)
     }
 
     pub(crate) async fn head_object_through(
@@ -396,6 +481,16 @@ impl GatewayS3 {
             }
         }
     }
+}
+
+/// An S3 timestamp as chrono's.
+fn timestamp_to_chrono(at: &Timestamp) -> Option<DateTime<Utc>> {
+    let mut text = Vec::new();
+    at.format(s3s::dto::TimestampFormat::DateTime, &mut text)
+        .ok()?;
+    DateTime::parse_from_rfc3339(std::str::from_utf8(&text).ok()?)
+        .ok()
+        .map(|at| at.with_timezone(&Utc))
 }
 
 /// A body from the origin, counted into the served-bytes metric.

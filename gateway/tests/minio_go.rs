@@ -2,7 +2,8 @@
 //! here with `go build`): what Argo's `init` does to load an input artifact (StatObject, then
 //! GET, after `GET ?location` since no region is set) is answered from the cache with no GET at
 //! the origin, and what its `wait` does to save outputs (PUT with aws-chunked streaming
-//! signatures over plain HTTP, multipart above 16 MiB) lands at the origin.
+//! signatures over plain HTTP, multipart above 16 MiB) lands at the origin and is written
+//! through into the cache, so that the next task's `init` reads it with no GET at the origin.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +14,7 @@ use std::process::Command;
 
 use common::{pattern, Setup, CHUNK};
 use hyper::Method;
+use kfcache_gateway::{WriteKind, WriteOutcome};
 use object_store::path::Path;
 use object_store::ObjectStore;
 
@@ -137,6 +139,37 @@ async fn minio_go_reads_from_the_cache_and_writes_to_the_origin() {
     assert_eq!(metrics.requests("PutObject"), 1);
     assert!(metrics.requests("UploadPart") >= 2);
     assert_eq!(metrics.requests("CompleteMultipartUpload"), 1);
+
+    // The next task's init reads both outputs from the cache: they were written through.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metrics.writes(WriteKind::WriteThrough, WriteOutcome::Written) < 2 {
+        assert!(
+            std::time::Instant::now() < until,
+            "minio-go's uploads were not written through: {}",
+            metrics.render().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let hits = metrics.hits("GetObject");
+    for (output, want) in [
+        (&small_key, &b"metrics: 0.93\n"[..]),
+        (&big_key, &big_data[..]),
+    ] {
+        let file = dir.path().join("output.bin");
+        run_blocking(vec![
+            "get".into(),
+            output.clone(),
+            file.display().to_string(),
+        ])
+        .await;
+        assert!(std::fs::read(&file).unwrap() == want, "{output} differs");
+        assert_eq!(
+            setup.origin.count(&Method::GET, &setup.bucket, output),
+            0,
+            "{output}"
+        );
+    }
+    assert_eq!(metrics.hits("GetObject"), hits + 2);
 
     let listed = run_blocking(vec!["list".into(), format!("{}/", setup.prefix)]).await;
     let mut keys: Vec<&str> = listed.lines().collect();
