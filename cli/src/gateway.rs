@@ -9,6 +9,11 @@
 //! one `--tenant NS` (or `KFCACHE_TENANT`) scopes to: `NAMESPACE.NS`, where
 //! `kfcache prefetch` stages that namespace's objects. One gateway serves one namespace.
 //!
+//! Uploads through the gateway (Argo's `wait` saving a task's outputs) are written through into
+//! the cache unless `--no-write-through`, so that the next task's download is a hit.
+//! `--fill-budget SIZE` makes the gateway an on-demand LRU cache instead of (or beside) a
+//! prefetched one: misses are written into the cache as they pass, within SIZE.
+//!
 //! When Ignite cannot be reached at start, the gateway serves everything from the origin and
 //! tries the cluster again every 30 s. It stops on SIGTERM or Ctrl-C, letting requests in
 //! flight finish.
@@ -24,7 +29,7 @@ use kfcache_prefetcher::{CacheSink, IgniteSink, ObjectCache, ObjectStoreSource};
 use tokio::net::TcpListener;
 
 use crate::cache::open_cache;
-use crate::config::{CacheSettings, ConnectionArgs};
+use crate::config::{parse_size, CacheSettings, ConnectionArgs};
 
 /// How often a gateway that started without the cache tries to reach it.
 const RECONNECT_EVERY: Duration = Duration::from_secs(30);
@@ -55,6 +60,28 @@ pub struct GatewayArgs {
     /// are path-style.
     #[arg(long = "virtual-host", value_name = "DOMAIN")]
     pub virtual_hosts: Vec<String>,
+
+    /// Do not write objects uploaded through the gateway (PutObject, multipart uploads) into
+    /// the cache. By default they are, once the origin has stored them, so that the next
+    /// task's read of an output is a hit; the copy never delays nor fails the upload.
+    #[arg(long)]
+    pub no_write_through: bool,
+
+    /// Objects larger than SIZE are not written through (nor filled).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub write_through_max_object: u64,
+
+    /// Most bytes of upload bodies (and fills) held in memory at once to be written into the
+    /// cache; uploads past it are not written through.
+    #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = parse_size)]
+    pub write_through_buffer: u64,
+
+    /// On-demand fill: a full GET that misses (not cached, or stale) is written into the cache
+    /// as it passes, evicting the least recently used objects of the namespace to stay within
+    /// SIZE (the rule of `kfcache sidecar init --fill-budget`). Off by default: `kfcache
+    /// prefetch` stages ahead instead.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub fill_budget: Option<u64>,
 }
 
 fn env_var(name: &str) -> Option<String> {
@@ -134,6 +161,10 @@ pub async fn run(args: GatewayArgs) -> Result<()> {
     config.cache_timeout = bound;
     config.cache_cooldown = args.cache_cooldown;
     config.virtual_host_domains = args.virtual_hosts.clone();
+    config.write_through = !args.no_write_through;
+    config.write_through_max_object = args.write_through_max_object;
+    config.write_through_buffer = args.write_through_buffer;
+    config.fill_budget = args.fill_budget;
     let gateway = Gateway::new(config, cache, origin)?;
     if !gateway.has_cache() {
         let gateway = gateway.clone();
