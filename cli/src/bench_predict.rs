@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use kfcache_predictor::backtest::{backtest, BacktestConfig};
 
-use crate::analyze::analyse_files;
+use kfcache_ops::analysis::analyse_files;
 
 #[derive(Debug, Args)]
 pub struct PredictBenchArgs {

@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use kfcache_harness::units::{human_size, parse_size};
+pub use kfcache_ops::units::{human_size, parse_size};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -98,17 +98,17 @@ pub struct ConnectionArgs {
 
     /// No retry of a source request after this long since its first try, e.g. 30s
     /// [default: from the config file, else 3m].
-    #[arg(long, global = true, value_name = "DURATION", value_parser = crate::cron::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = kfcache_ops::units::parse_duration)]
     pub source_retry_timeout: Option<Duration>,
 
     /// Limit for one source request from its start to the end of its response, so a hung
     /// server fails (and the request is retried), e.g. 10s [default: from the config file,
     /// else 30s].
-    #[arg(long, global = true, value_name = "DURATION", value_parser = crate::cron::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = kfcache_ops::units::parse_duration)]
     pub source_request_timeout: Option<Duration>,
 
     /// Limit for connecting to a network source [default: from the config file, else 5s].
-    #[arg(long, global = true, value_name = "DURATION", value_parser = crate::cron::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = kfcache_ops::units::parse_duration)]
     pub source_connect_timeout: Option<Duration>,
 }
 

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
-use clap::{Args, Parser};
+use clap::Args;
 use kfcache_predictor::anchor;
 use kfcache_prefetcher::lock::{self, Acquisition, KeepAlive};
 use kfcache_prefetcher::{lease, IgniteSink, ObjectCache};
@@ -45,11 +45,12 @@ use kfcache_schema::{RunObservation, Store};
 use serde_json::{json, Map, Value};
 
 use crate::cache::open_cache;
-use crate::config::{human_size, parse_size, ConnectionArgs};
-use crate::predict::{parse_time, rfc3339};
-use crate::prefetch::{PlanFormat, PrefetchArgs, Progress};
-use crate::render::duration;
+use crate::config::{human_size, parse_size, CacheSettings, ConnectionArgs};
+use crate::prefetch::{prefetch_targets, PlanFormat, Progress, Shown};
 use crate::settings::GlobalArgs;
+use kfcache_ops::analysis::resolve_targets;
+use kfcache_ops::prefetch::{policy::parse_budget, Request};
+use kfcache_ops::units::{duration, parse_duration, parse_time, rfc3339};
 
 /// The lock's name: key `NS/lock/cron`.
 const LOCK_NAME: &str = "cron";
@@ -118,16 +119,6 @@ pub struct CronArgs {
 
     #[command(flatten)]
     pub connection: ConnectionArgs,
-}
-
-/// `90s`, `30m`, `2h`, `1h30m`, `1d`, `45` (seconds), `0.5h`: a bare number of seconds, else
-/// the units [`kfcache_sidecar::spec::parse_duration`] reads.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?} (examples: 90s, 30m, 2h, 1h30m)");
-    match text.trim().parse::<f64>() {
-        Ok(seconds) => Duration::try_from_secs_f64(seconds).map_err(|_| bad()),
-        Err(_) => kfcache_sidecar::spec::parse_duration(text).ok_or_else(bad),
-    }
 }
 
 /// Why a pipeline is expected to run when it is.
@@ -473,7 +464,6 @@ async fn cycle(global: &GlobalArgs, args: &CronArgs, out: Output, holder: &str) 
 
     let events = settings.base_namespace.as_str();
     let result = work(
-        global,
         args,
         out,
         &store,
@@ -512,7 +502,6 @@ fn check_lock(keep_alive: Option<&KeepAlive<IgniteSink>>) -> Result<()> {
 }
 
 async fn work(
-    global: &GlobalArgs,
     args: &CronArgs,
     out: Output,
     store: &Store,
@@ -551,8 +540,7 @@ async fn work(
                 "starting_before": rfc3339(now + window),
             }),
         );
-        let prefetch = prefetch_args(args, out, pipeline, now + window)?;
-        if let Err(error) = crate::prefetch::run(global, prefetch).await {
+        if let Err(error) = prefetch_due(args, out, store, pipeline, now + window).await {
             let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
             out.emit(
                 "cron-error",
@@ -713,43 +701,54 @@ async fn due_pipelines(
     Ok(due)
 }
 
-/// `kfcache prefetch PIPELINE --start-at FIRE --starting-before HORIZON` with the cron's
-/// settings: the prefetch's own defaults come from its parser, so options added there later
-/// keep theirs.
-fn prefetch_args(
+/// The prefetch session of a due pipeline: its run at its fire time, staging what its tasks
+/// read before `horizon`, with the cron's budget and the session's defaults otherwise.
+fn due_request(args: &CronArgs, due: &Due, horizon: DateTime<Utc>) -> Result<Request> {
+    Ok(Request {
+        budget_bytes: parse_budget(&args.budget, args.data_region).map_err(anyhow::Error::msg)?,
+        all_tasks: args.all_tasks,
+        start_at: Some(due.next.fire_at),
+        starting_before: Some(horizon),
+        ..Request::default()
+    })
+}
+
+/// Where a due pipeline is staged: the namespace its runs ran in, unless the cron serves one
+/// tenant (--tenant).
+fn due_settings(args: &CronArgs, due: &Due) -> Result<CacheSettings> {
+    let mut settings = args.connection.resolve()?;
+    settings.default_tenant(due.tenant.as_deref())?;
+    Ok(settings)
+}
+
+/// Prefetches a due pipeline for its run at its fire time, staging what its tasks read before
+/// `horizon`, with the cron's settings and the prefetch session's defaults otherwise.
+async fn prefetch_due(
     args: &CronArgs,
     out: Output,
+    store: &Store,
     due: &Due,
     horizon: DateTime<Utc>,
-) -> Result<PrefetchArgs> {
-    #[derive(Debug, Parser)]
-    #[command(no_binary_name = true)]
-    struct Prefetch {
-        #[command(flatten)]
-        args: PrefetchArgs,
-    }
-    let mut prefetch = Prefetch::try_parse_from([due.name.as_str()])
-        .context("cannot build the prefetch arguments")?
-        .args;
-    prefetch.start_at = Some(due.next.fire_at);
-    prefetch.starting_before = Some(horizon);
-    prefetch.budget = args.budget.clone();
-    prefetch.data_region = args.data_region;
-    prefetch.all_tasks = args.all_tasks;
-    prefetch.dry_run = args.dry_run;
-    prefetch.progress = args.progress;
-    prefetch.format = if out.json {
-        PlanFormat::Json
-    } else {
-        PlanFormat::Table
+) -> Result<()> {
+    let request = due_request(args, due, horizon)?;
+    let settings = due_settings(args, due)?;
+    let targets = resolve_targets(store, &due.name, &[]).await?;
+    let shown = Shown {
+        dry_run: args.dry_run,
+        format: if out.json {
+            PlanFormat::Json
+        } else {
+            PlanFormat::Table
+        },
+        progress: args.progress,
+        gantt: None,
+        metrics: None,
     };
-    prefetch.connection = args.connection.clone();
-    // Stage where the pipeline's pods will look: the namespace its runs ran in, unless the
-    // cron serves one tenant (--tenant).
-    if prefetch.connection.tenant.is_none() {
-        prefetch.connection.tenant = due.tenant.clone();
+    let failed = prefetch_targets(store, &settings, &request, targets, &shown).await?;
+    if failed > 0 {
+        bail!("{failed} object(s) could not be staged (see the events above)");
     }
-    Ok(prefetch)
+    Ok(())
 }
 
 /// Where the readers of a cached object are.
@@ -967,7 +966,7 @@ mod tests {
     /// serves one tenant.
     #[test]
     fn a_due_pipeline_is_staged_where_its_pods_read() {
-        #[derive(Debug, Parser)]
+        #[derive(Debug, clap::Parser)]
         #[command(no_binary_name = true)]
         struct Cron {
             #[command(flatten)]
@@ -985,29 +984,24 @@ mod tests {
             tenant: Some("ml-training".to_string()),
             inputs: BTreeSet::new(),
         };
-        let out = Output { json: true };
         let horizon = at("2031-03-10T06:30:00Z");
+        use clap::Parser as _;
         let any = Cron::try_parse_from(["--once"]).unwrap().args;
-        let prefetch = prefetch_args(&any, out, &due, horizon).unwrap();
-        assert_eq!(prefetch.connection.tenant.as_deref(), Some("ml-training"));
+        assert_eq!(
+            due_settings(&any, &due).unwrap().tenant.as_deref(),
+            Some("ml-training")
+        );
+        let request = due_request(&any, &due, horizon).unwrap();
+        assert_eq!(request.start_at, Some(due.next.fire_at));
+        assert_eq!(request.starting_before, Some(horizon));
+        assert_eq!(request.budget_bytes, 64 << 30);
         let one = Cron::try_parse_from(["--once", "--tenant", "team-a"])
             .unwrap()
             .args;
-        let prefetch = prefetch_args(&one, out, &due, horizon).unwrap();
-        assert_eq!(prefetch.connection.tenant.as_deref(), Some("team-a"));
-    }
-
-    #[test]
-    fn durations_parse_in_the_usual_units() {
-        assert_eq!(parse_duration("30m"), Ok(30 * MINUTE));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h30m"), Ok(90 * MINUTE));
-        assert_eq!(parse_duration("0.5h"), Ok(30 * MINUTE));
-        assert_eq!(parse_duration("1d"), Ok(24 * 60 * MINUTE));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        for bad in ["", "m", "30x", "-5m", "h1"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
+        assert_eq!(
+            due_settings(&one, &due).unwrap().tenant.as_deref(),
+            Some("team-a")
+        );
     }
 
     // Window selection across a timezone: New York springs forward on 2024-03-10, so the

@@ -49,11 +49,11 @@ pub struct GatewayArgs {
 
     /// Longest wait for one cache call; past it the request is answered from the origin and
     /// the cache is skipped for --cache-cooldown.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::cron::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = kfcache_ops::units::parse_duration)]
     pub cache_timeout: Duration,
 
     /// How long a cache that timed out is skipped.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::cron::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = kfcache_ops::units::parse_duration)]
     pub cache_cooldown: Duration,
 
     /// Base domain for virtual-host-style requests (BUCKET.DOMAIN); repeatable. Other hosts

@@ -111,6 +111,9 @@ fn main() -> ExitCode {
                 eprintln!("  caused by: {cause}");
             }
             if error.downcast_ref::<InvalidInput>().is_some()
+                || error
+                    .downcast_ref::<kfcache_ops::Error>()
+                    .is_some_and(kfcache_ops::Error::is_invalid_pipeline)
                 || error.downcast_ref::<history::InvalidStatus>().is_some()
                 || error
                     .downcast_ref::<sidecar::InvalidSidecarInput>()

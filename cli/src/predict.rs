@@ -8,30 +8,25 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
-use kfcache_parser::{Dag, Pipeline, TaskKind};
-use kfcache_predictor::history::PipelineHistory;
+pub use kfcache_ops::analysis::resolve_targets;
+use kfcache_ops::analysis::Target;
+use kfcache_ops::predict::{predict_from_store, DEFAULT_HISTORY_RUNS};
+use kfcache_ops::units::{at, duration, human_size, parse_time, rfc3339, tail};
+use kfcache_parser::{Pipeline, TaskKind};
 use kfcache_predictor::probe::{
     probe_sizes, probeable, ProbeConfig, ProbedSize, PvcRoot, S3Config,
 };
-use kfcache_predictor::{
-    anchor, gantt, predict, EstimatorConfig, InputSizes, Prediction, PriorConfig,
-};
+use kfcache_predictor::{anchor, gantt, EstimatorConfig, Prediction, PriorConfig};
 use kfcache_schema::{classify, StorageKind, Store, TaskPredictionRecord};
 use serde_json::{json, Value};
 
-use crate::analyze::{analyse_files, pipeline_hash};
-use crate::config::human_size;
-use crate::render::duration;
 use crate::settings::GlobalArgs;
-
-/// Recent runs of history a prediction learns from unless told otherwise.
-pub const DEFAULT_HISTORY_RUNS: u32 = 50;
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
@@ -94,12 +89,6 @@ pub enum PredictFormat {
     Json,
     /// The Gantt chart as SVG.
     Svg,
-}
-
-pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("not an RFC 3339 time ({e}), e.g. 2024-06-01T02:00:00Z"))
 }
 
 /// One predicted pipeline, ready to print.
@@ -200,50 +189,6 @@ fn probe_config(args: &PredictArgs) -> Result<ProbeConfig> {
     })
 }
 
-/// Sizes of a pipeline's inputs as stored (probed earlier).
-async fn stored_sizes(store: &Store, pipeline: &Pipeline) -> Result<InputSizes> {
-    let mut sizes = InputSizes::new();
-    for uri in pipeline
-        .tasks
-        .iter()
-        .flat_map(|t| t.inputs.iter())
-        .filter_map(|i| i.source.as_deref())
-    {
-        if sizes.contains_key(uri) {
-            continue;
-        }
-        let size = match classify(uri) {
-            StorageKind::Data => store.data(uri).await?.and_then(|d| d.size_bytes),
-            StorageKind::Directory => store.directory(uri).await?.and_then(|d| d.size_bytes),
-            StorageKind::Inline => None,
-        };
-        if let Some(size) = size {
-            sizes.insert(uri.to_string(), size);
-        }
-    }
-    Ok(sizes)
-}
-
-/// Predict `pipeline` from the history and sizes in `store`. `kfcache analyze` uses this too.
-pub async fn predict_from_store(
-    store: &Store,
-    pipeline: &Pipeline,
-    dag: &Dag,
-    config: &EstimatorConfig,
-    history_runs: u32,
-) -> Result<Prediction> {
-    let runs: Vec<_> = store
-        .runs_of_pipeline(&pipeline.name, history_runs)
-        .await
-        .with_context(|| format!("cannot read the run history of `{}`", pipeline.name))?
-        .into_iter()
-        .map(|r| r.run)
-        .collect();
-    let history = PipelineHistory::build(pipeline, &runs);
-    let sizes = stored_sizes(store, pipeline).await?;
-    Ok(predict(pipeline, dag, &history, &sizes, config))
-}
-
 async fn probe_and_store(store: &Store, pipeline: &Pipeline, config: &ProbeConfig) -> Result<()> {
     let mut uris: Vec<String> = pipeline
         .tasks
@@ -284,37 +229,6 @@ async fn probe_and_store(store: &Store, pipeline: &Pipeline, config: &ProbeConfi
     Ok(())
 }
 
-/// The pipelines `target` names, with their DAGs and stored versions: a file (analysed and
-/// stored as `kfcache analyze` does) or the name of a pipeline already analysed (its latest
-/// version).
-pub async fn resolve_targets(
-    store: &Store,
-    target: &str,
-    templates: &[PathBuf],
-) -> Result<Vec<(Pipeline, Dag, i64)>> {
-    let mut targets: Vec<(Pipeline, Dag, i64)> = Vec::new();
-    let path = Path::new(target);
-    if path.exists() {
-        for analysis in analyse_files(&[path.to_path_buf()], templates)? {
-            let hash = pipeline_hash(&analysis.pipeline)?;
-            let record = store
-                .record_analysis(&analysis.pipeline, &hash, &[])
-                .await
-                .with_context(|| format!("cannot store pipeline `{}`", analysis.pipeline.name))?;
-            targets.push((analysis.pipeline, analysis.dag, record.version_id));
-        }
-    } else {
-        let version = store.latest_version(target).await?.with_context(|| {
-            format!("`{target}` is neither a file nor an analysed pipeline (run `kfcache analyze FILE` first)")
-        })?;
-        let pipeline = store.pipeline(version.id).await?;
-        let dag = Dag::build(&pipeline)
-            .with_context(|| format!("stored pipeline `{target}` is not a valid DAG"))?;
-        targets.push((pipeline, dag, version.id));
-    }
-    Ok(targets)
-}
-
 pub async fn run(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
     let config = estimator_config(&args)?;
     let db = global.db_path()?;
@@ -331,7 +245,12 @@ pub async fn run(global: &GlobalArgs, args: PredictArgs) -> Result<()> {
     };
     let now = Utc::now();
     let mut predicted = Vec::new();
-    for (pipeline, dag, version_id) in targets {
+    for Target {
+        pipeline,
+        dag,
+        version_id,
+    } in targets
+    {
         if let Some(probe) = &probe {
             probe_and_store(&store, &pipeline, probe).await?;
         }
@@ -399,26 +318,6 @@ fn gantt_svgs(predicted: &[Predicted]) -> Result<String> {
         out.push_str(&gantt::svg(&p.pipeline.name, &p.prediction)?);
     }
     Ok(out)
-}
-
-pub fn at(anchor: DateTime<Utc>, seconds: f64) -> DateTime<Utc> {
-    anchor + chrono::Duration::milliseconds((seconds * 1000.0).round() as i64)
-}
-
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// The end of `text` in at most `max` characters, `…` for what is cut.
-pub fn tail(text: &str, max: usize) -> String {
-    let count = text.chars().count();
-    if count <= max {
-        return text.to_string();
-    }
-    format!(
-        "…{}",
-        text.chars().skip(count + 1 - max).collect::<String>()
-    )
 }
 
 fn table(predicted: &[Predicted]) -> String {

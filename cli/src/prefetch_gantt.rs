@@ -19,7 +19,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::config::human_size;
 use crate::prefetch_view::uri_tail;
-use crate::render::duration;
+use kfcache_ops::units::duration;
 
 const GPU: RGBColor = RGBColor(0x76, 0xb9, 0x00);
 const PLANNED: RGBColor = RGBColor(0x5b, 0x7d, 0xb1);

@@ -30,7 +30,7 @@ use kfcache_prefetcher::plan::Plan;
 use serde_json::{Map, Value};
 
 use crate::config::human_size;
-use crate::render::duration;
+use kfcache_ops::units::duration;
 
 /// Longest object name shown beside a transfer's bar.
 const BAR_NAME_WIDTH: usize = 36;

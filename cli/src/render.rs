@@ -8,7 +8,8 @@ use anyhow::Result;
 use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
 use serde_json::{json, Value};
 
-use crate::analyze::Analysis;
+use kfcache_ops::analysis::Analysis;
+use kfcache_ops::units::duration;
 
 /// Column widths; with two spaces of padding per column they add up to at most 100.
 const TASK_WIDTH: usize = 22;
@@ -136,19 +137,6 @@ fn shorten(text: &str, max: usize) -> String {
         }
     }
     format!("…{}", tail_of(max.saturating_sub(1)))
-}
-
-/// Seconds as `1h02m03s`, `2m03s` or `3s`.
-pub(crate) fn duration(seconds: f64) -> String {
-    let total = seconds.round().max(0.0) as u64;
-    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
-    if h > 0 {
-        format!("{h}h{m:02}m{s:02}s")
-    } else if m > 0 {
-        format!("{m}m{s:02}s")
-    } else {
-        format!("{s}s")
-    }
 }
 
 /// The JSON contract of one analysed pipeline.
@@ -356,12 +344,5 @@ mod tests {
                 "s3://b/ckpt-0.pt",
             ]
         );
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(duration(0.0), "0s");
-        assert_eq!(duration(61.0), "1m01s");
-        assert_eq!(duration(3723.0), "1h02m03s");
     }
 }

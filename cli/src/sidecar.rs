@@ -130,7 +130,7 @@ pub struct InitArgs {
         env = "KFCACHE_CACHE_TIMEOUT",
         value_name = "DURATION",
         default_value = "10s",
-        value_parser = crate::cron::parse_duration
+        value_parser = kfcache_ops::units::parse_duration
     )]
     pub cache_timeout: Duration,
 }

@@ -7,11 +7,11 @@
 //! - [`replay`]: the benchmark's profile (sizes and compute times) and its objects' bytes.
 //! - [`e2e_report`]: the end-to-end report (statistics, plots, the last line) shared by the
 //!   replay (`kfcache bench e2e`) and the benchmark on the real control plane.
-//! - [`units`]: sizes as flags and reports spell them.
+//! - [`units`]: sizes as flags and reports spell them (kfcache-ops' units).
 
 pub mod e2e_report;
 pub mod plots;
 pub mod proxy;
 pub mod replay;
 pub mod stats;
-pub mod units;
+pub use kfcache_ops::units;
