@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::WithoutKfcacheEnv;
 
 use std::path::Path;
 
@@ -21,11 +22,7 @@ use serde_json::Value;
 /// `kfcache` with no config file and no inherited cache settings.
 fn kfcache(config_dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("kfcache").unwrap();
-    cmd.env_remove("KFCACHE_IGNITE")
-        .env_remove("KFCACHE_CONFIG")
-        .env_remove("KFCACHE_NAMESPACE")
-        .env("XDG_CONFIG_HOME", config_dir)
-        .env_remove("RUST_LOG");
+    cmd.without_kfcache_env().env("XDG_CONFIG_HOME", config_dir);
     cmd
 }
 

@@ -18,6 +18,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::WithoutKfcacheEnv;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -299,17 +300,11 @@ impl World {
     fn local(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("kfcache"));
         cmd.current_dir(common::workspace())
+            .without_kfcache_env()
             .env("KFCACHE_DB", self.db())
             .env("XDG_CONFIG_HOME", self.dir.path())
             .env("NO_COLOR", "1")
             .env("KFCACHE_DEADLINE", "1h")
-            .env_remove("RUST_LOG")
-            .env_remove("KFCACHE_IGNITE")
-            .env_remove("KFCACHE_CONFIG")
-            .env_remove("KFCACHE_NAMESPACE")
-            .env_remove("KFCACHE_TENANT")
-            .env_remove("KFCACHE_TASK")
-            .env_remove("KFCACHE_RUN_NAMESPACE")
             .args(args)
             .kill_on_drop(true);
         cmd

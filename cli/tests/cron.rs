@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::WithoutKfcacheEnv;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -233,10 +234,7 @@ impl Setup {
     /// `kfcache ARGS… CONNECTION` with the setup's database.
     fn kfcache(&self, args: &[&str]) -> assert_cmd::Command {
         let mut cmd = common::kfcache(self.db.path());
-        cmd.env_remove("KFCACHE_IGNITE")
-            .env_remove("KFCACHE_CONFIG")
-            .env_remove("KFCACHE_NAMESPACE")
-            .env("XDG_CONFIG_HOME", self.db.path())
+        cmd.env("XDG_CONFIG_HOME", self.db.path())
             .args(args)
             .args(self.connection());
         cmd
@@ -484,11 +482,8 @@ async fn two_crons_at_once_stage_once() {
         .map(|db| {
             let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("kfcache"));
             cmd.current_dir(common::workspace())
+                .without_kfcache_env()
                 .env("KFCACHE_DB", db.path().join("kfcache.db"))
-                .env_remove("RUST_LOG")
-                .env_remove("KFCACHE_IGNITE")
-                .env_remove("KFCACHE_CONFIG")
-                .env_remove("KFCACHE_NAMESPACE")
                 .env("XDG_CONFIG_HOME", setup.db.path())
                 .args(args)
                 .args(setup.connection())

@@ -17,6 +17,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::WithoutKfcacheEnv;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -88,16 +89,10 @@ impl Faulty {
     fn command(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("kfcache"));
         cmd.current_dir(common::workspace())
+            .without_kfcache_env()
             .env("KFCACHE_DB", self.dir.path().join("kfcache.db"))
             .env("XDG_CONFIG_HOME", self.dir.path())
             .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .env_remove("KFCACHE_IGNITE")
-            .env_remove("KFCACHE_CONFIG")
-            .env_remove("KFCACHE_NAMESPACE")
-            .env_remove("KFCACHE_TENANT")
-            .env_remove("KFCACHE_TASK")
-            .env_remove("KFCACHE_RUN_NAMESPACE")
             .args(args)
             .args([
                 "--ignite",

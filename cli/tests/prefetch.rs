@@ -67,21 +67,16 @@ impl Setup {
     /// `kfcache ARGS…` with the connection flags after them.
     fn kfcache(&self, args: &[&str]) -> assert_cmd::Command {
         let mut cmd = common::kfcache(self.db.path());
-        cmd.env_remove("KFCACHE_IGNITE")
-            .env_remove("KFCACHE_CONFIG")
-            .env_remove("KFCACHE_NAMESPACE")
-            .env("XDG_CONFIG_HOME", self.db.path())
-            .args(args)
-            .args([
-                "--ignite",
-                &self.ignite,
-                "--s3-endpoint",
-                &self.endpoint,
-                "--s3-region",
-                "us-east-1",
-                "--namespace",
-                &self.namespace,
-            ]);
+        cmd.env("XDG_CONFIG_HOME", self.db.path()).args(args).args([
+            "--ignite",
+            &self.ignite,
+            "--s3-endpoint",
+            &self.endpoint,
+            "--s3-region",
+            "us-east-1",
+            "--namespace",
+            &self.namespace,
+        ]);
         cmd
     }
 

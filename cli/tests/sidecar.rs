@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::WithoutKfcacheEnv;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
@@ -61,13 +62,7 @@ impl Setup {
 
     fn kfcache(&self, args: &[&str]) -> assert_cmd::Command {
         let mut cmd = common::kfcache(self.db.path());
-        cmd.env_remove("KFCACHE_IGNITE")
-            .env_remove("KFCACHE_CONFIG")
-            .env_remove("KFCACHE_NAMESPACE")
-            .env_remove("KFCACHE_TASK")
-            .env_remove("KFCACHE_DEADLINE")
-            .env("XDG_CONFIG_HOME", self.db.path())
-            .args(args);
+        cmd.env("XDG_CONFIG_HOME", self.db.path()).args(args);
         cmd
     }
 
@@ -178,11 +173,9 @@ async fn sidecar_serves_inputs_and_reports_real_times_that_improve_the_next_pred
     let mut watch = Command::new(&binary);
     watch
         .current_dir(common::workspace())
+        .without_kfcache_env()
         .env("KFCACHE_DB", s.db.path().join("kfcache.db"))
         .env("XDG_CONFIG_HOME", s.db.path())
-        .env_remove("KFCACHE_IGNITE")
-        .env_remove("KFCACHE_NAMESPACE")
-        .env_remove("KFCACHE_TASK")
         .env("KFCACHE_DEADLINE", "1h")
         .args([
             "sidecar",

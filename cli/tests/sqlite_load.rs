@@ -18,6 +18,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+use common::WithoutKfcacheEnv;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -78,14 +79,10 @@ fn corpus() -> PathBuf {
 fn kfcache(db: &Path, args: &[String]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("kfcache"));
     cmd.current_dir(common::workspace())
+        .without_kfcache_env()
         .env("KFCACHE_DB", db)
         .env("XDG_CONFIG_HOME", db.parent().unwrap())
         .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .env_remove("KFCACHE_IGNITE")
-        .env_remove("KFCACHE_CONFIG")
-        .env_remove("KFCACHE_NAMESPACE")
-        .env_remove("KFCACHE_TENANT")
         .args(args)
         .kill_on_drop(true);
     cmd

@@ -25,10 +25,7 @@ struct World {
 impl World {
     fn kfcache(&self, dir: &Path) -> Command {
         let mut cmd = common::kfcache(dir);
-        cmd.env_remove("KFCACHE_CONFIG")
-            .env_remove("KFCACHE_NAMESPACE")
-            .env_remove("KFCACHE_TENANT")
-            .env("XDG_CONFIG_HOME", dir)
+        cmd.env("XDG_CONFIG_HOME", dir)
             .env("KFCACHE_IGNITE", &self.ignite);
         cmd
     }

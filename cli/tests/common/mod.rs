@@ -11,12 +11,77 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `kfcache` run from the workspace root with a database in `db_dir`.
+/// Every `KFCACHE_*` variable the binary reads, plus any other `KFCACHE_*` (and `RUST_LOG`) in
+/// the test's own environment: a developer's shell must not change the keys, addresses or
+/// logs of the commands the tests run.
+pub fn kfcache_variables() -> Vec<String> {
+    const READ_BY_KFCACHE: &[&str] = &[
+        "KFCACHE_CACHE_TIMEOUT",
+        "KFCACHE_CONFIG",
+        "KFCACHE_DB",
+        "KFCACHE_DEADLINE",
+        "KFCACHE_IGNITE",
+        "KFCACHE_IGNITE_PASSWORD",
+        "KFCACHE_IGNITE_USERNAME",
+        "KFCACHE_NAMESPACE",
+        "KFCACHE_NODE_NAME",
+        "KFCACHE_POD",
+        "KFCACHE_READ_BANDWIDTH_MBPS",
+        "KFCACHE_RUN",
+        "KFCACHE_RUN_NAMESPACE",
+        "KFCACHE_TASK",
+        "KFCACHE_TENANT",
+        "RUST_LOG",
+    ];
+    let mut names: Vec<String> = READ_BY_KFCACHE.iter().map(|n| n.to_string()).collect();
+    names.extend(std::env::vars_os().filter_map(|(name, _)| {
+        let name = name.into_string().ok()?;
+        name.starts_with("KFCACHE_").then_some(name)
+    }));
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Clears [`kfcache_variables`] from a command, whichever kind of command it is.
+pub trait WithoutKfcacheEnv {
+    fn without_kfcache_env(&mut self) -> &mut Self;
+}
+
+impl WithoutKfcacheEnv for Command {
+    fn without_kfcache_env(&mut self) -> &mut Self {
+        for name in kfcache_variables() {
+            self.env_remove(name);
+        }
+        self
+    }
+}
+
+impl WithoutKfcacheEnv for tokio::process::Command {
+    fn without_kfcache_env(&mut self) -> &mut Self {
+        for name in kfcache_variables() {
+            self.env_remove(name);
+        }
+        self
+    }
+}
+
+impl WithoutKfcacheEnv for std::process::Command {
+    fn without_kfcache_env(&mut self) -> &mut Self {
+        for name in kfcache_variables() {
+            self.env_remove(name);
+        }
+        self
+    }
+}
+
+/// `kfcache` run from the workspace root with a database in `db_dir`, and none of the
+/// caller's `KFCACHE_*` settings.
 pub fn kfcache(db_dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("kfcache").expect("binary built");
     cmd.current_dir(workspace())
+        .without_kfcache_env()
         .env("KFCACHE_DB", db_dir.join("kfcache.db"))
-        .env_remove("RUST_LOG")
         .env("NO_COLOR", "1");
     cmd
 }

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::WithoutKfcacheEnv;
+
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use serde_json::{json, Value};
@@ -116,15 +118,10 @@ impl Dataset {
 pub fn kfcache(db_dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("kfcache"));
     cmd.current_dir(crate::common::workspace())
+        .without_kfcache_env()
         .env("KFCACHE_DB", db_dir.join("kfcache.db"))
         .env("XDG_CONFIG_HOME", db_dir)
         .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .env_remove("KFCACHE_IGNITE")
-        .env_remove("KFCACHE_CONFIG")
-        .env_remove("KFCACHE_NAMESPACE")
-        .env_remove("KFCACHE_TASK")
-        .env_remove("KFCACHE_CACHE_TIMEOUT")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
