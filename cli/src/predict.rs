@@ -43,9 +43,19 @@ pub struct PredictArgs {
     pub next_run: bool,
 
     /// Ask S3 / GCS / HTTP / file / mapped PVC storage for each external input's size first
-    /// (S3 settings from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, ...).
+    /// (S3 credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
     #[arg(long)]
     pub probe_sizes: bool,
+
+    /// S3 endpoint for --probe-sizes, as `prefetch --s3-endpoint` (a local server such as
+    /// MinIO or moto) [default: AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region for --probe-sizes, as `prefetch --s3-region` [default: AWS_REGION, else
+    /// AWS_DEFAULT_REGION, else us-east-1].
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
 
     /// Output format.
     #[arg(long, short = 'f', value_enum, default_value_t = PredictFormat::Table)]
@@ -176,8 +186,16 @@ fn probe_config(args: &PredictArgs) -> Result<ProbeConfig> {
     }
     Ok(ProbeConfig {
         s3: S3Config {
-            endpoint: var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")),
-            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
+            endpoint: args
+                .s3_endpoint
+                .clone()
+                .or_else(|| var("AWS_ENDPOINT_URL_S3"))
+                .or_else(|| var("AWS_ENDPOINT_URL")),
+            region: args
+                .s3_region
+                .clone()
+                .or_else(|| var("AWS_REGION"))
+                .or_else(|| var("AWS_DEFAULT_REGION")),
             access_key_id: var("AWS_ACCESS_KEY_ID"),
             secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
             session_token: var("AWS_SESSION_TOKEN"),

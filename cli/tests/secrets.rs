@@ -7,6 +7,9 @@
 
 use std::path::Path;
 
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, PutPayload};
+
 mod common;
 
 /// A key pair nobody else uses; the S3 server for tests accepts any.
@@ -40,6 +43,21 @@ fn assert_database_clean(dir: &Path) {
     }
 }
 
+/// Every `size_bytes` in a prediction's JSON, wherever it is nested.
+fn size_bytes_of(json: &serde_json::Value) -> Vec<u64> {
+    match json {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .flat_map(|(key, value)| match (key.as_str(), value.as_u64()) {
+                ("size_bytes", Some(size)) => vec![size],
+                _ => size_bytes_of(value),
+            })
+            .collect(),
+        serde_json::Value::Array(items) => items.iter().flat_map(size_bytes_of).collect(),
+        _ => Vec::new(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn credentials_stay_out_of_logs_errors_json_and_the_database() {
     let s3 = common::env("KFCACHE_TEST_S3_ENDPOINT");
@@ -48,6 +66,16 @@ async fn credentials_stay_out_of_logs_errors_json_and_the_database() {
     common::create_bucket(&s3, &bucket).await;
     let dir = tempfile::tempdir().unwrap();
     let mut ran = 0;
+
+    // The one input that exists, so that the size probe has something to find.
+    const INPUT_BYTES: usize = 12_345;
+    common::s3_store(&s3, &bucket)
+        .put(
+            &StorePath::from("data/train.bin"),
+            PutPayload::from(vec![7u8; INPUT_BYTES]),
+        )
+        .await
+        .unwrap();
 
     // A pipeline reading from the bucket, analysed and predicted with sizes probed from S3.
     let pipeline = dir.path().join("pipeline.yaml");
@@ -65,7 +93,7 @@ spec:
         artifacts:
           - name: data
             path: /data/train.bin
-            s3: {{bucket: {bucket}, key: missing/train.bin}}
+            s3: {{bucket: {bucket}, key: data/train.bin}}
       container:
         image: trainer
         resources: {{limits: {{nvidia.com/gpu: 1}}}}
@@ -75,50 +103,79 @@ spec:
     .unwrap();
     let db_dir = dir.path().join("db");
     std::fs::create_dir_all(&db_dir).unwrap();
-    for args in [
-        vec![
-            "-vv",
-            "analyze",
-            pipeline.to_str().unwrap(),
-            "--format",
-            "json",
-        ],
-        vec![
-            "-vv",
-            "predict",
-            pipeline.to_str().unwrap(),
-            "--probe-sizes",
-            "--format",
-            "json",
-            "--s3-endpoint",
-            &s3,
-        ],
+    // (arguments, whether the command succeeds)
+    for (args, succeeds) in [
+        (
+            vec![
+                "-vv",
+                "analyze",
+                pipeline.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+            true,
+        ),
+        (
+            vec![
+                "-vv",
+                "predict",
+                pipeline.to_str().unwrap(),
+                "--probe-sizes",
+                "--format",
+                "json",
+                "--s3-endpoint",
+                &s3,
+            ],
+            true,
+        ),
         // Errors: an object that is not there, and a server that is not there.
-        vec![
-            "-vv",
-            "cache",
-            "put",
-            &format!("s3://{bucket}/missing/train.bin"),
-            "--ignite",
-            &ignite,
-            "--s3-endpoint",
-            &s3,
-        ],
-        vec![
-            "-vv",
-            "cache",
-            "put",
-            &format!("s3://{bucket}/missing/train.bin"),
-            "--ignite",
-            &ignite,
-            "--s3-endpoint",
-            "http://127.0.0.1:9",
-        ],
+        (
+            vec![
+                "-vv",
+                "cache",
+                "put",
+                &format!("s3://{bucket}/missing/train.bin"),
+                "--ignite",
+                &ignite,
+                "--s3-endpoint",
+                &s3,
+            ],
+            false,
+        ),
+        (
+            vec![
+                "-vv",
+                "cache",
+                "put",
+                &format!("s3://{bucket}/missing/train.bin"),
+                "--ignite",
+                &ignite,
+                "--s3-endpoint",
+                "http://127.0.0.1:9",
+            ],
+            false,
+        ),
     ] {
         let mut cmd = common::kfcache(&db_dir);
         let out = with_credentials(&mut cmd).args(&args).output().unwrap();
+        assert_eq!(
+            out.status.success(),
+            succeeds,
+            "{args:?} exited with {:?}:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_clean(&format!("stdout of {args:?}"), &out.stdout);
         assert_clean(&format!("stderr of {args:?}"), &out.stderr);
+        if args[1] == "predict" {
+            // The probe really asked the S3 server, with the credentials, for the size.
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(
+                size_bytes_of(&json),
+                vec![INPUT_BYTES as u64],
+                "the probed size of the input:\n{json:#}"
+            );
+        }
         ran += 1;
     }
 
