@@ -13,11 +13,12 @@ ARG DEBIAN_RELEASE=bookworm
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
 WORKDIR /src
 COPY . .
-# The build uses Cargo.lock as it is (--locked). SQLite is compiled in (sqlx's bundled
-# libsqlite3); TLS is rustls: the binary needs only glibc and the CA certificates.
+# The build uses Cargo.lock as it is (--locked), without the `bench` feature: the image carries
+# no benchmark code (`kfcache bench` is for a developer's build). SQLite is compiled in (sqlx's
+# bundled libsqlite3); TLS is rustls: the binary needs only glibc and the CA certificates.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p kfcache-cli \
+    cargo build --release --locked -p kfcache-cli --no-default-features \
     && install -D -m 0755 target/release/kfcache /out/kfcache
 
 FROM debian:${DEBIAN_RELEASE}-slim

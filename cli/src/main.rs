@@ -5,11 +5,17 @@
 //! failure. Errors are printed with their whole cause chain.
 
 mod analyze;
+#[cfg(feature = "bench")]
 mod bench;
+#[cfg(feature = "bench")]
 mod bench_e2e;
+#[cfg(feature = "bench")]
 mod bench_eviction;
+#[cfg(feature = "bench")]
 mod bench_monitor;
+#[cfg(feature = "bench")]
 mod bench_predict;
+#[cfg(feature = "bench")]
 mod bench_stage;
 mod cache;
 mod config;
@@ -50,7 +56,9 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Look at and manage what is staged in the Ignite cache.
     Cache(cache::CacheArgs),
-    /// Measure the cache cluster.
+    /// Measure the cache cluster, the staging, the eviction, the predictor and the whole
+    /// pipeline (built with the `bench` feature).
+    #[cfg(feature = "bench")]
     Bench(bench::BenchArgs),
     /// Import the status of past runs into the history predictions learn from.
     History(history::HistoryArgs),
@@ -92,6 +100,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Analyze(args) => analyze::run(&cli.global, args).await,
             Command::Cache(args) => cache::run(args).await,
+            #[cfg(feature = "bench")]
             Command::Bench(args) => bench::run(args).await,
             Command::History(args) => history::run(&cli.global, args).await,
             Command::Predict(args) => predict::run(&cli.global, args).await,

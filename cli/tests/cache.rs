@@ -213,6 +213,10 @@ fn unreachable_ignite_names_the_addresses_tried() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "bench"),
+    ignore = "`kfcache bench` is built with the `bench` feature"
+)]
 fn bench_cache_prints_the_summary_line() {
     let ignite = common::env("KFCACHE_TEST_IGNITE_1");
     let dir = tempfile::tempdir().unwrap();

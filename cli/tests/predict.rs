@@ -136,6 +136,10 @@ fn fields(line: &str) -> std::collections::HashMap<String, f64> {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "bench"),
+    ignore = "`kfcache bench` is built with the `bench` feature"
+)]
 fn the_backtest_prints_the_floor_and_its_summary_line_last() {
     let db = tempfile::tempdir().expect("tempdir");
     let out = stdout_of(kfcache(db.path()).args([

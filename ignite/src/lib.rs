@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "bench")]
 mod bench;
 mod cache;
 mod client;
@@ -34,6 +35,7 @@ mod error;
 pub mod protocol;
 mod tls;
 
+#[cfg(feature = "bench")]
 pub use bench::{run_cache_bench, BenchReport, Throughput};
 pub use bytes::Bytes;
 pub use cache::{Cache, CacheConfig};

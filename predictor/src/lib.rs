@@ -10,6 +10,7 @@
 //! asks object stores and file systems for input sizes, is async.
 
 pub mod anchor;
+#[cfg(feature = "backtest")]
 pub mod backtest;
 pub mod duration;
 mod error;

@@ -17,6 +17,7 @@
 mod batch;
 mod bounded;
 mod error;
+#[cfg(feature = "eviction-sim")]
 pub mod evict_sim;
 pub mod execute;
 pub mod fill;
