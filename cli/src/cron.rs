@@ -31,7 +31,7 @@
 //! (`{"event":"cron-…","text":…}`, beside `prefetch`'s own event lines). `--now` (hidden)
 //! pins the clock for tests.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
@@ -40,8 +40,8 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use kfcache_predictor::anchor;
 use kfcache_prefetcher::lock::{self, Acquisition, KeepAlive};
-use kfcache_prefetcher::{lease, IgniteSink, ObjectCache};
-use kfcache_schema::{RunObservation, Store};
+use kfcache_prefetcher::{IgniteSink, ObjectCache};
+use kfcache_schema::Store;
 use serde_json::{json, Map, Value};
 
 use crate::cache::open_cache;
@@ -49,6 +49,7 @@ use crate::config::{human_size, parse_size, CacheSettings, ConnectionArgs};
 use crate::prefetch::{prefetch_targets, PlanFormat, Progress, Shown};
 use crate::settings::GlobalArgs;
 use kfcache_ops::analysis::resolve_targets;
+use kfcache_ops::evict::{covers, evict_finished, Evicted};
 use kfcache_ops::prefetch::{policy::parse_budget, Request};
 use kfcache_ops::units::{duration, parse_duration, parse_time, rfc3339};
 
@@ -62,10 +63,6 @@ const RECURRING_MAX_SPREAD: f64 = 0.2;
 const RECURRING_MAX_MISSED: i64 = 3;
 /// Recent runs the recurrence is read from.
 const RECURRING_HISTORY: u32 = 20;
-/// Recent runs eviction looks at for runs still in progress.
-const EVICTION_HISTORY: u32 = 10;
-/// A run without an end whose last sign of life is older than this is over.
-const STALE_RUN: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 #[derive(Debug, Args)]
 pub struct CronArgs {
@@ -280,41 +277,6 @@ impl Due {
     }
 }
 
-/// Whether reading `input` reads `uri`: the same URI, or a directory / prefix it lies under.
-fn covers(input: &str, uri: &str) -> bool {
-    if input == uri {
-        return true;
-    }
-    let directory = input.trim_end_matches('/');
-    uri.len() > directory.len()
-        && uri.starts_with(directory)
-        && uri[directory.len()..].starts_with('/')
-}
-
-/// The URIs a reader of `uri` may have declared: `uri` itself and every directory above it
-/// (with and without the trailing `/`), up to the bucket or claim.
-fn reader_uris(uri: &str) -> Vec<String> {
-    let mut out = vec![uri.to_string()];
-    let Some(scheme_end) = uri.find("://") else {
-        return out;
-    };
-    let path_start = scheme_end + 3;
-    let Some(root) = uri[path_start..].find('/').map(|i| path_start + i) else {
-        return out;
-    };
-    for (i, _) in uri[root..].match_indices('/').map(|(i, s)| (root + i, s)) {
-        if i + 1 < uri.len() {
-            out.push(uri[..=i].to_string());
-            if i > root {
-                out.push(uri[..i].to_string());
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
 /// How a cycle reports: plain lines on a terminal, JSON lines otherwise.
 #[derive(Debug, Clone, Copy)]
 struct Output {
@@ -519,9 +481,33 @@ async fn work(
     let due = due_pipelines(out, store, now, args.window).await?;
     check_lock(keep_alive)?;
 
-    let (evicted, evicted_bytes) = evict_finished(out, store, cache, &due, now, args.dry_run)
-        .await
-        .context("cannot evict finished entries")?;
+    let kept = |uri: &str| {
+        due.iter()
+            .find(|d| d.reads(uri))
+            .map(|d| format!("read by the due pipeline `{}`", d.name))
+    };
+    let mut report = |e: &Evicted| {
+        out.emit(
+            "cron-evicted",
+            &format!(
+                "{} {} ({}): {}",
+                if e.dry_run { "would evict" } else { "evicted" },
+                e.uri,
+                human_size(e.bytes),
+                e.reason
+            ),
+            json!({
+                "uri": e.uri,
+                "bytes": e.bytes,
+                "reason": e.reason,
+                "dry_run": e.dry_run,
+            }),
+        )
+    };
+    let (evicted, evicted_bytes) =
+        evict_finished(store, cache, &kept, now, args.dry_run, &mut report)
+            .await
+            .context("cannot evict finished entries")?;
 
     let window = chrono::TimeDelta::from_std(args.window).context("--window is too long")?;
     let mut failed = Vec::new();
@@ -714,7 +700,7 @@ fn due_request(args: &CronArgs, due: &Due, horizon: DateTime<Utc>) -> Result<Req
 }
 
 /// Where a due pipeline is staged: the namespace its runs ran in, unless the cron serves one
-/// tenant (--tenant).
+/// tenant (--k8s-namespace).
 fn due_settings(args: &CronArgs, due: &Due) -> Result<CacheSettings> {
     let mut settings = args.connection.resolve()?;
     settings.default_tenant(due.tenant.as_deref())?;
@@ -751,208 +737,9 @@ async fn prefetch_due(
     Ok(())
 }
 
-/// Where the readers of a cached object are.
-#[derive(Debug, Clone, PartialEq)]
-enum Readers {
-    /// No analysed task reads it.
-    Unknown,
-    /// Some reader has not finished (why).
-    Pending(String),
-    /// Every reader finished (where).
-    Finished(String),
-}
-
-/// Which task of a run has finished, as the history says.
-fn task_finished(run: &RunObservation, task: &str) -> bool {
-    let mut observations = run.tasks.iter().filter(|t| t.task_key == task).peekable();
-    if observations.peek().is_none() {
-        return run_over(run); // it did not run (a branch not taken, a failed run)
-    }
-    observations.all(|o| o.finished_at.is_some() || o.skipped())
-}
-
-fn run_over(run: &RunObservation) -> bool {
-    run.finished_at.is_some()
-        || matches!(run.phase.as_deref(), Some("Succeeded" | "Failed" | "Error"))
-}
-
-/// The last sign of life of a run: its latest start or end of anything.
-fn last_activity(run: &RunObservation) -> Option<DateTime<Utc>> {
-    run.tasks
-        .iter()
-        .flat_map(|t| [t.started_at, t.finished_at])
-        .chain([run.started_at, run.finished_at])
-        .flatten()
-        .max()
-}
-
-/// The readers of one pipeline: finished in its latest run and in each run still in progress?
-fn pipeline_readers(
-    pipeline: &str,
-    tasks: &BTreeSet<String>,
-    runs: &[RunObservation],
-    now: DateTime<Utc>,
-) -> Readers {
-    let Some(latest) = runs.last() else {
-        return Readers::Pending(format!("`{pipeline}` has no recorded run yet"));
-    };
-    let in_progress = runs
-        .iter()
-        .filter(|r| !run_over(r) && last_activity(r).is_some_and(|at| now - at < STALE_RUN));
-    for run in std::iter::once(latest).chain(in_progress) {
-        if let Some(task) = tasks.iter().find(|t| !task_finished(run, t)) {
-            return Readers::Pending(format!(
-                "{task} of `{pipeline}` run {} has not finished",
-                run.name
-            ));
-        }
-    }
-    Readers::Finished(format!(
-        "every reader finished ({} in `{pipeline}` run {})",
-        tasks.iter().cloned().collect::<Vec<_>>().join(", "),
-        latest.name
-    ))
-}
-
-/// The verdict on one cached URI from the analysed readers and the history.
-struct ReaderIndex<'a> {
-    store: &'a Store,
-    now: DateTime<Utc>,
-    pipeline_names: HashMap<i64, String>,
-    version_pipeline: HashMap<i64, Option<String>>,
-    runs: HashMap<String, Vec<RunObservation>>,
-}
-
-impl<'a> ReaderIndex<'a> {
-    async fn new(store: &'a Store, now: DateTime<Utc>) -> Result<ReaderIndex<'a>> {
-        let pipeline_names = store
-            .pipelines()
-            .await?
-            .into_iter()
-            .map(|p| (p.id, p.name))
-            .collect();
-        Ok(ReaderIndex {
-            store,
-            now,
-            pipeline_names,
-            version_pipeline: HashMap::new(),
-            runs: HashMap::new(),
-        })
-    }
-
-    async fn pipeline_of(&mut self, version_id: i64) -> Result<Option<String>> {
-        if let Some(name) = self.version_pipeline.get(&version_id) {
-            return Ok(name.clone());
-        }
-        let name = self
-            .store
-            .version(version_id)
-            .await?
-            .and_then(|v| self.pipeline_names.get(&v.pipeline_id).cloned());
-        self.version_pipeline.insert(version_id, name.clone());
-        Ok(name)
-    }
-
-    async fn readers(&mut self, uri: &str) -> Result<Readers> {
-        let mut by_pipeline: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for candidate in reader_uris(uri) {
-            for (version_id, task) in self.store.consumers(&candidate).await? {
-                if let Some(pipeline) = self.pipeline_of(version_id).await? {
-                    by_pipeline.entry(pipeline).or_default().insert(task);
-                }
-            }
-        }
-        if by_pipeline.is_empty() {
-            return Ok(Readers::Unknown);
-        }
-        let mut reasons = Vec::new();
-        for (pipeline, tasks) in &by_pipeline {
-            if !self.runs.contains_key(pipeline) {
-                let runs = self
-                    .store
-                    .runs_of_pipeline(pipeline, EVICTION_HISTORY)
-                    .await?
-                    .into_iter()
-                    .map(|r| r.run)
-                    .collect();
-                self.runs.insert(pipeline.clone(), runs);
-            }
-            let runs = self.runs.get(pipeline).map(Vec::as_slice).unwrap_or(&[]);
-            match pipeline_readers(pipeline, tasks, runs, self.now) {
-                Readers::Finished(reason) => reasons.push(reason),
-                other => return Ok(other),
-            }
-        }
-        Ok(Readers::Finished(reasons.join("; ")))
-    }
-}
-
-/// Evicts every cached object whose readers have all finished, unless a due pipeline reads it
-/// or a lease pins it. Returns how many objects and bytes went.
-async fn evict_finished(
-    out: Output,
-    store: &Store,
-    cache: &ObjectCache<IgniteSink>,
-    due: &[Due],
-    now: DateTime<Utc>,
-    dry_run: bool,
-) -> Result<(usize, u64)> {
-    let manifests = cache.list().await?;
-    if manifests.is_empty() {
-        return Ok((0, 0));
-    }
-    let leased = lease::leased_uris(cache).await?;
-    let mut index = ReaderIndex::new(store, now).await?;
-    let (mut count, mut bytes) = (0, 0);
-    for manifest in manifests {
-        let uri = &manifest.uri;
-        if leased.contains(uri) {
-            tracing::info!(%uri, "kept: leased");
-            continue;
-        }
-        if let Some(pipeline) = due.iter().find(|d| d.reads(uri)) {
-            tracing::info!(%uri, pipeline = %pipeline.name, "kept: read by a due pipeline");
-            continue;
-        }
-        let reason = match index.readers(uri).await? {
-            Readers::Finished(reason) => reason,
-            Readers::Unknown => {
-                tracing::info!(%uri, "kept: no analysed task reads it");
-                continue;
-            }
-            Readers::Pending(reason) => {
-                tracing::info!(%uri, %reason, "kept");
-                continue;
-            }
-        };
-        if !dry_run && !cache.evict(uri).await? {
-            continue; // gone meanwhile
-        }
-        out.emit(
-            "cron-evicted",
-            &format!(
-                "{} {uri} ({}): {reason}",
-                if dry_run { "would evict" } else { "evicted" },
-                human_size(manifest.size)
-            ),
-            json!({
-                "uri": uri,
-                "bytes": manifest.size,
-                "reason": reason,
-                "dry_run": dry_run,
-            }),
-        );
-        count += 1;
-        bytes += manifest.size;
-    }
-    Ok((count, bytes))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-
-    use kfcache_schema::TaskObservation;
 
     use super::*;
 
@@ -995,13 +782,20 @@ mod tests {
         assert_eq!(request.start_at, Some(due.next.fire_at));
         assert_eq!(request.starting_before, Some(horizon));
         assert_eq!(request.budget_bytes, 64 << 30);
-        let one = Cron::try_parse_from(["--once", "--tenant", "team-a"])
+        let one = Cron::try_parse_from(["--once", "--k8s-namespace", "team-a"])
             .unwrap()
             .args;
         assert_eq!(
             due_settings(&one, &due).unwrap().tenant.as_deref(),
             Some("team-a")
         );
+        // The former spellings stay for one release.
+        let old = Cron::try_parse_from(["--once", "--tenant", "team-b", "--namespace", "p"])
+            .unwrap()
+            .args;
+        let settings = due_settings(&old, &due).unwrap();
+        assert_eq!(settings.tenant.as_deref(), Some("team-b"));
+        assert_eq!(settings.layout.namespace, "p.team-b");
     }
 
     // Window selection across a timezone: New York springs forward on 2024-03-10, so the
@@ -1109,123 +903,5 @@ mod tests {
         assert!(recurrence(&[t(0), t(6), t(12)], t(12 + 23)).is_some());
         // Same start twice counts once.
         assert!(recurrence(&[t(0), t(0), t(6)], t(7)).is_none());
-    }
-
-    #[test]
-    fn readers_are_found_by_uri_and_by_the_directories_above_it() {
-        assert_eq!(
-            reader_uris("s3://bucket/data/v3/train.tar"),
-            vec![
-                "s3://bucket/",
-                "s3://bucket/data",
-                "s3://bucket/data/",
-                "s3://bucket/data/v3",
-                "s3://bucket/data/v3/",
-                "s3://bucket/data/v3/train.tar",
-            ]
-        );
-        assert_eq!(reader_uris("task://a/b"), vec!["task://a/", "task://a/b"]);
-        assert_eq!(reader_uris("inline"), vec!["inline"]);
-        assert!(covers("s3://b/data/", "s3://b/data/x"));
-        assert!(covers("s3://b/data", "s3://b/data/x"));
-        assert!(covers("s3://b/data", "s3://b/data"));
-        assert!(!covers("s3://b/data", "s3://b/database"));
-        assert!(!covers("s3://b/data/x", "s3://b/data/"));
-    }
-
-    fn task(key: &str, started: Option<&str>, finished: Option<&str>) -> TaskObservation {
-        TaskObservation {
-            task_key: key.into(),
-            started_at: started.map(at),
-            finished_at: finished.map(at),
-            ..TaskObservation::default()
-        }
-    }
-
-    fn run(name: &str, over: bool, tasks: Vec<TaskObservation>) -> RunObservation {
-        RunObservation {
-            name: name.into(),
-            started_at: tasks.iter().filter_map(|t| t.started_at).min(),
-            phase: over.then(|| "Succeeded".to_string()),
-            tasks,
-            ..RunObservation::default()
-        }
-    }
-
-    #[test]
-    fn an_object_is_dead_once_every_reader_finished_in_the_runs_that_matter() {
-        let now = at("2024-01-02T00:00:00Z");
-        let readers: BTreeSet<String> = ["train".to_string(), "eval".to_string()].into();
-        let done = run(
-            "p-1",
-            true,
-            vec![
-                task(
-                    "train",
-                    Some("2024-01-01T10:00:00Z"),
-                    Some("2024-01-01T11:00:00Z"),
-                ),
-                task(
-                    "eval",
-                    Some("2024-01-01T11:00:00Z"),
-                    Some("2024-01-01T11:10:00Z"),
-                ),
-            ],
-        );
-        assert!(matches!(
-            pipeline_readers("p", &readers, std::slice::from_ref(&done), now),
-            Readers::Finished(reason) if reason.contains("eval, train in `p` run p-1")
-        ));
-        assert!(matches!(
-            pipeline_readers("p", &readers, &[], now),
-            Readers::Pending(reason) if reason.contains("no recorded run")
-        ));
-        // A run in progress (reported by sidecars, no start of its own) whose eval has not run.
-        let running = RunObservation {
-            started_at: None,
-            ..run(
-                "p-2",
-                false,
-                vec![task("train", Some("2024-01-01T23:00:00Z"), None)],
-            )
-        };
-        let runs = [running.clone(), done.clone()];
-        assert!(matches!(
-            pipeline_readers("p", &readers, &runs, now),
-            Readers::Pending(reason) if reason.contains("of `p` run p-2 has not finished")
-        ));
-        // The same run a few days later has gone quiet: it no longer holds anything.
-        let later = now + chrono::TimeDelta::days(3);
-        assert!(matches!(
-            pipeline_readers("p", &readers, &runs, later),
-            Readers::Finished(_)
-        ));
-        // A task that did not run in a finished run counts as finished; in a running one not.
-        let skipped = run(
-            "p-3",
-            true,
-            vec![task(
-                "train",
-                Some("2024-01-01T20:00:00Z"),
-                Some("2024-01-01T21:00:00Z"),
-            )],
-        );
-        assert!(matches!(
-            pipeline_readers("p", &readers, std::slice::from_ref(&skipped), now),
-            Readers::Finished(_)
-        ));
-        let unfinished = run(
-            "p-4",
-            false,
-            vec![task(
-                "train",
-                Some("2024-01-01T20:00:00Z"),
-                Some("2024-01-01T21:00:00Z"),
-            )],
-        );
-        assert!(matches!(
-            pipeline_readers("p", &readers, std::slice::from_ref(&unfinished), now),
-            Readers::Pending(reason) if reason.contains("eval")
-        ));
     }
 }

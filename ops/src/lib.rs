@@ -3,6 +3,7 @@
 //!
 //! - [`analysis`]: parse and validate pipeline files, store their analyses, and resolve a
 //!   pipeline named by file or by stored name;
+//! - [`evict`]: eviction of cached objects whose readers have all finished;
 //! - [`predict`]: a stored pipeline's prediction from the history and sizes in the store;
 //! - [`prefetch`]: a prefetch session — plan a pipeline's staging, then stage it once or
 //!   follow a run until its GPU tasks have started — reporting through an [`prefetch::Observer`];
@@ -14,6 +15,7 @@
 
 pub mod analysis;
 pub mod error;
+pub mod evict;
 pub mod predict;
 pub mod prefetch;
 pub mod units;
