@@ -53,8 +53,8 @@ bytes_per_file="${bytes_per_file%B}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/bench-sidecars.XXXXXX")"
 namespace="bench-sidecars-$$-$(date +%s)"
 export XDG_CONFIG_HOME="$work" KFCACHE_DB="$work/kfcache.db"
-unset KFCACHE_CONFIG KFCACHE_NAMESPACE KFCACHE_TASK RUST_LOG
-common=(--ignite "$ignite" --namespace "$namespace")
+unset KFCACHE_CONFIG KFCACHE_KEY_PREFIX KFCACHE_NAMESPACE KFCACHE_K8S_NAMESPACE KFCACHE_TENANT KFCACHE_TASK RUST_LOG
+common=(--ignite "$ignite" --key-prefix "$namespace")
 cleanup() {
   "$kfcache" cache clear "${common[@]}" >/dev/null 2>&1 || true
   ((keep)) || rm -rf "$work"
@@ -80,7 +80,7 @@ pod() {
   local start end status=0
   start="$(date +%s%N)"
   "$kfcache" sidecar init --run bench --task train --spec "$spec" --target "$work/pod-$i" \
-    -f json --ignite "$address" --namespace "$namespace" "${timeout[@]}" >"$work/report-$i.json" \
+    -f json --ignite "$address" --key-prefix "$namespace" "${timeout[@]}" >"$work/report-$i.json" \
     2>"$work/stderr-$i.txt" || status=$?
   end="$(date +%s%N)"
   echo "$i $start $end $status" >"$work/time-$i"

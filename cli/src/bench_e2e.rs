@@ -699,7 +699,7 @@ async fn replay(
             .args(["--lead", "5"])
             // Two streams: the staging shares the link with the tasks already running.
             .args(["--per-source", "2"])
-            .args(["--ignite", &stack.ignite, "--namespace", namespace])
+            .args(["--ignite", &stack.ignite, "--key-prefix", namespace])
             .args(["--s3-endpoint", &stack.proxy.endpoint()])
             .env("KFCACHE_DB", &stack.db)
             .stdin(std::process::Stdio::null())
@@ -919,7 +919,7 @@ impl Task {
             .arg("--target")
             .arg(&target)
             .args(["--ignite", &stack.ignite])
-            .args(["--namespace", &stack_namespace(self.cache.as_ref())])
+            .args(["--key-prefix", &stack_namespace(self.cache.as_ref())])
             .args(["--s3-endpoint", &stack.proxy.endpoint()])
             .env("KFCACHE_DB", &stack.db)
             .stdin(std::process::Stdio::null())

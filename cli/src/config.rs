@@ -14,7 +14,7 @@
 //!
 //! [cache]
 //! name = "kfcache"             # Ignite cache (chunks); metadata goes to NAME.meta
-//! namespace = "default"        # tenant prefix of every key
+//! key_prefix = "default"       # prefix of every key (formerly `namespace`)
 //! backups = 1
 //! chunk_size = "4MiB"
 //!
@@ -60,15 +60,24 @@ pub struct ConnectionArgs {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Tenant prefix of every cache key [default: from the config file, else "default"].
-    #[arg(long, global = true, value_name = "NAME")]
-    pub namespace: Option<String>,
+    /// Prefix of every cache key, the same for every Kubernetes namespace
+    /// [env: KFCACHE_KEY_PREFIX] [default: from the config file, else "default"]. Formerly
+    /// --namespace (KFCACHE_NAMESPACE), still accepted.
+    #[arg(long, alias = "namespace", global = true, value_name = "PREFIX")]
+    pub key_prefix: Option<String>,
 
-    /// The Kubernetes namespace whose objects these are: keys go under NAMESPACE.TENANT, so
+    /// The Kubernetes namespace whose objects these are: keys go under PREFIX.NS, so
     /// pipelines of two namespaces never see each other's staged objects [default: the
     /// sidecar's --run-namespace; for prefetch, the namespace recorded for its --run].
-    #[arg(long, global = true, value_name = "NS", env = "KFCACHE_TENANT")]
-    pub tenant: Option<String>,
+    /// Formerly --tenant (KFCACHE_TENANT), still accepted.
+    #[arg(
+        long,
+        alias = "tenant",
+        global = true,
+        value_name = "NS",
+        env = "KFCACHE_K8S_NAMESPACE"
+    )]
+    pub k8s_namespace: Option<String>,
 
     /// Ignite cache name [default: from the config file, else "kfcache"].
     #[arg(long, global = true, value_name = "NAME")]
@@ -143,7 +152,8 @@ struct IgniteFile {
 #[serde(deny_unknown_fields)]
 struct CacheFile {
     name: Option<String>,
-    namespace: Option<String>,
+    #[serde(alias = "namespace")]
+    key_prefix: Option<String>,
     backups: Option<u32>,
     chunk_size: Option<SizeValue>,
 }
@@ -194,7 +204,7 @@ pub struct CacheSettings {
 
 impl CacheSettings {
     /// Scopes the key namespace to the Kubernetes namespace `tenant` when no tenant was named
-    /// (`--tenant`, `KFCACHE_TENANT`); a named one stays. Refuses a name that is not a
+    /// (`--k8s-namespace`, `KFCACHE_K8S_NAMESPACE`); a named one stays. Refuses a name that is not a
     /// Kubernetes namespace name.
     pub fn default_tenant(&mut self, tenant: Option<&str>) -> Result<()> {
         match (&self.tenant, tenant.filter(|t| !t.is_empty())) {
@@ -338,10 +348,11 @@ impl ConnectionArgs {
         };
         let layout = LayoutConfig {
             namespace: self
-                .namespace
+                .key_prefix
                 .clone()
+                .or(env_nonempty("KFCACHE_KEY_PREFIX"))
                 .or(env_nonempty("KFCACHE_NAMESPACE"))
-                .or(file.cache.namespace.clone())
+                .or(file.cache.key_prefix.clone())
                 .unwrap_or_else(|| LayoutConfig::default().namespace),
             chunk_size,
             ..LayoutConfig::default()
@@ -372,7 +383,11 @@ impl ConnectionArgs {
             base_namespace,
             tenant: None,
         };
-        if let Some(tenant) = self.tenant.as_deref().filter(|t| !t.is_empty()) {
+        let k8s_namespace = self
+            .k8s_namespace
+            .clone()
+            .or(env_nonempty("KFCACHE_TENANT"));
+        if let Some(tenant) = k8s_namespace.as_deref().filter(|t| !t.is_empty()) {
             settings.set_tenant(tenant)?;
         }
         Ok(settings)
@@ -415,6 +430,11 @@ mod tests {
         let file: FileConfig = toml::from_str(text).expect("parses");
         assert_eq!(file.pvc.get("data"), Some(&PathBuf::from("/mnt/data")));
         assert!(matches!(file.cache.chunk_size, Some(SizeValue::Text(_))));
+        // `namespace` is the former name of `key_prefix`.
+        assert_eq!(file.cache.key_prefix.as_deref(), Some("team-a"));
+        let renamed: FileConfig =
+            toml::from_str("[cache]\nkey_prefix = \"team-b\"").expect("parses");
+        assert_eq!(renamed.cache.key_prefix.as_deref(), Some("team-b"));
         assert!(toml::from_str::<FileConfig>("[ignite]\nadress = 1").is_err());
     }
 

@@ -6,7 +6,7 @@
 //! The origin is the S3 endpoint kfcache already reads (`--s3-endpoint`, `[s3] endpoint`,
 //! else AWS S3 in `--s3-region`); clients sign with the origin's own key, taken from
 //! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` as for every other command. The cache is the
-//! one `--tenant NS` (or `KFCACHE_TENANT`) scopes to: `NAMESPACE.NS`, where
+//! one `--k8s-namespace NS` (or `KFCACHE_K8S_NAMESPACE`) scopes to: `NAMESPACE.NS`, where
 //! `kfcache prefetch` stages that namespace's objects. One gateway serves one namespace.
 //!
 //! Uploads through the gateway (Argo's `wait` saving a task's outputs) are written through into
@@ -119,7 +119,7 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
 pub async fn run(args: GatewayArgs) -> Result<()> {
     let mut settings = args.connection.resolve()?;
     let Some(tenant) = settings.tenant.clone() else {
-        bail!("--tenant NS (or KFCACHE_TENANT) is required: one gateway serves the objects one Kubernetes namespace staged");
+        bail!("--k8s-namespace NS (or KFCACHE_K8S_NAMESPACE) is required: one gateway serves the objects one Kubernetes namespace staged");
     };
     let (Some(access_key_id), Some(secret_access_key)) = (
         env_var("AWS_ACCESS_KEY_ID"),

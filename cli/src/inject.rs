@@ -68,8 +68,9 @@ pub const ENV_RUN_NAMESPACE: &str = "KFCACHE_RUN_NAMESPACE";
 pub const ENV_DEADLINE: &str = "KFCACHE_DEADLINE";
 /// Ignite addresses as seen from the pod.
 pub const ENV_IGNITE: &str = "KFCACHE_IGNITE";
-/// The cache's tenant namespace, set only when `--namespace` or `KFCACHE_NAMESPACE` names one.
-pub const ENV_CACHE_NAMESPACE: &str = "KFCACHE_NAMESPACE";
+/// The cache's key prefix, set only when `--key-prefix`, `KFCACHE_KEY_PREFIX` or (formerly)
+/// `KFCACHE_NAMESPACE` names one.
+pub const ENV_CACHE_NAMESPACE: &str = "KFCACHE_KEY_PREFIX";
 /// The pod annotation where Argo puts the node name.
 pub const NODE_NAME_ANNOTATION: &str = "workflows.argoproj.io/node-name";
 /// The pod annotation (set in a template's `metadata.annotations`) holding a task's deadline.
@@ -166,7 +167,7 @@ pub struct InjectOptions {
     pub image: String,
     /// `KFCACHE_IGNITE` of the containers.
     pub pod_ignite: String,
-    /// `KFCACHE_NAMESPACE` of the containers, when one is named.
+    /// `KFCACHE_KEY_PREFIX` of the containers, when one is named.
     pub cache_namespace: Option<String>,
     pub all_tasks: bool,
     pub placement: Option<Placement>,
@@ -264,8 +265,9 @@ pub async fn run(_global: &GlobalArgs, args: InjectArgs) -> Result<()> {
         pod_ignite: args.pod_ignite.clone(),
         cache_namespace: args
             .connection
-            .namespace
+            .key_prefix
             .clone()
+            .or_else(|| std::env::var("KFCACHE_KEY_PREFIX").ok())
             .or_else(|| std::env::var("KFCACHE_NAMESPACE").ok())
             .filter(|n| !n.trim().is_empty()),
         all_tasks: args.all_tasks,

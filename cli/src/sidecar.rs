@@ -223,7 +223,7 @@ fn identity(pod: &PodArgs, spec: &TaskSpec) -> Result<Identity> {
     Ok(identity)
 }
 
-/// The cache settings of a pod: keys scoped to the run's Kubernetes namespace. A `--tenant`
+/// The cache settings of a pod: keys scoped to the run's Kubernetes namespace. A `--k8s-namespace`
 /// other than the pod's own namespace is refused (exit code 2): a pipeline reads only what was
 /// staged for its namespace.
 fn pod_settings(pod: &PodArgs, identity: &Identity) -> Result<CacheSettings> {
@@ -231,7 +231,7 @@ fn pod_settings(pod: &PodArgs, identity: &Identity) -> Result<CacheSettings> {
     if let (Some(tenant), Some(namespace)) = (&settings.tenant, &identity.namespace) {
         if tenant != namespace {
             return Err(InvalidSidecarInput(kfcache_sidecar::Error::Spec {
-                origin: "--tenant".to_string(),
+                origin: "--k8s-namespace".to_string(),
                 reason: format!(
                     "tenant {tenant:?} is not the run's namespace {namespace:?}: a pod reads only the objects of its own namespace"
                 ),

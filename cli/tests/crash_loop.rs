@@ -284,7 +284,7 @@ impl World {
         cmd.args([
             "--ignite",
             &self.ignite,
-            "--namespace",
+            "--key-prefix",
             &self.namespace,
             "--s3-endpoint",
             &self.proxy.endpoint(),

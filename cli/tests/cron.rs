@@ -223,7 +223,7 @@ impl Setup {
             &self.endpoint,
             "--s3-region",
             "us-east-1",
-            "--namespace",
+            "--key-prefix",
             &self.namespace,
         ]
         .iter()

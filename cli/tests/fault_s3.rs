@@ -97,7 +97,7 @@ impl Faulty {
             .args([
                 "--ignite",
                 &self.ignite,
-                "--namespace",
+                "--key-prefix",
                 &self.namespace,
                 "--s3-endpoint",
                 &self.proxy.endpoint(),

@@ -216,7 +216,7 @@ fn flags_reach_the_pods() {
         "registry.example/kfcache:1.2.3",
         "--pod-ignite",
         "ignite-0.ignite:10800,ignite-1.ignite:10800",
-        "--namespace",
+        "--key-prefix",
         "team-a",
         "--all-tasks",
     ]));
@@ -230,7 +230,7 @@ fn flags_reach_the_pods() {
         Some("ignite-0.ignite:10800,ignite-1.ignite:10800")
     );
     assert_eq!(
-        env_value(&t, "KFCACHE_NAMESPACE").as_deref(),
+        env_value(&t, "KFCACHE_KEY_PREFIX").as_deref(),
         Some("team-a")
     );
     let spec: serde_json::Value =

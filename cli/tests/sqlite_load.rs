@@ -249,7 +249,7 @@ async fn concurrent_processes_on_one_database_lose_no_row_and_never_fail() {
     let ignite = common::env("KFCACHE_TEST_IGNITE_1");
     let dir = tempfile::tempdir().unwrap();
     let namespace = common::unique("sqlite-load");
-    let connection = strings(&["--ignite", &ignite, "--namespace", &namespace]);
+    let connection = strings(&["--ignite", &ignite, "--key-prefix", &namespace]);
     publish_events(&ignite, &namespace).await;
 
     // What the status files imply.

@@ -33,7 +33,7 @@ impl World {
     /// The cache flags, given after the subcommand.
     fn connection(&self) -> [&str; 4] {
         [
-            "--namespace",
+            "--key-prefix",
             &self.namespace,
             "--s3-endpoint",
             &self.endpoint,
@@ -71,7 +71,7 @@ impl World {
         cmd.args(["cache", "ls", "-o", "json"])
             .args(self.connection());
         if let Some(tenant) = tenant {
-            cmd.args(["--tenant", tenant]);
+            cmd.args(["--k8s-namespace", tenant]);
         }
         let listed: Value = serde_json::from_str(&common::stdout_of(&mut cmd)).unwrap();
         listed
@@ -121,7 +121,7 @@ async fn a_pod_reads_only_what_was_staged_for_its_namespace() {
     common::stdout_of(
         world
             .kfcache(dir.path())
-            .args(["cache", "put", &world.uri, "--tenant", "team-a"])
+            .args(["cache", "put", &world.uri, "--k8s-namespace", "team-a"])
             .args(world.connection()),
     );
     assert_eq!(
@@ -175,7 +175,7 @@ async fn a_pod_reads_only_what_was_staged_for_its_namespace() {
         dir.path(),
         target_c.path(),
         "team-b",
-        &["--tenant", "team-a"],
+        &["--k8s-namespace", "team-a"],
     );
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert!(
@@ -186,11 +186,12 @@ async fn a_pod_reads_only_what_was_staged_for_its_namespace() {
     assert_eq!(std::fs::read_dir(target_c.path()).unwrap().count(), 0);
 
     for tenant in ["team-a", "team-b"] {
-        common::stdout_of(
-            world
-                .kfcache(dir.path())
-                .args(["cache", "clear", "--tenant", tenant]),
-        );
+        common::stdout_of(world.kfcache(dir.path()).args([
+            "cache",
+            "clear",
+            "--k8s-namespace",
+            tenant,
+        ]));
     }
 }
 
@@ -201,7 +202,7 @@ async fn names_that_are_not_kubernetes_namespaces_are_refused() {
     for bad in ["../team-a", "Team-A", "team.a", "-team"] {
         let out = world
             .kfcache(dir.path())
-            .args(["cache", "ls", &format!("--tenant={bad}")])
+            .args(["cache", "ls", &format!("--k8s-namespace={bad}")])
             .args(world.connection())
             .output()
             .unwrap();

@@ -97,7 +97,7 @@ impl Gateway {
             .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &admin.to_string()])
             .args([
-                "--tenant",
+                "--k8s-namespace",
                 tenant,
                 "--ignite",
                 ignite,
@@ -489,7 +489,7 @@ async fn staged_inputs_reach_argo_through_the_gateway_without_an_origin_get() {
                 &uri,
                 "--ignite",
                 &s.ignite,
-                "--tenant",
+                "--k8s-namespace",
                 &s.namespace,
                 "--s3-endpoint",
                 &s.endpoint,

@@ -23,6 +23,8 @@ pub fn kfcache_variables() -> Vec<String> {
         "KFCACHE_IGNITE",
         "KFCACHE_IGNITE_PASSWORD",
         "KFCACHE_IGNITE_USERNAME",
+        "KFCACHE_K8S_NAMESPACE",
+        "KFCACHE_KEY_PREFIX",
         "KFCACHE_NAMESPACE",
         "KFCACHE_NODE_NAME",
         "KFCACHE_POD",

@@ -700,7 +700,12 @@ impl Bench {
         command
             .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &admin])
-            .args(["--tenant", &id.namespace, "--ignite", &self.args.ignite])
+            .args([
+                "--k8s-namespace",
+                &id.namespace,
+                "--ignite",
+                &self.args.ignite,
+            ])
             .args(["--s3-endpoint", &self.proxy.endpoint()])
             .args(["--cache-timeout", "2s"])
             .env("RUST_LOG", "info,kfcache_gateway=debug")
@@ -746,7 +751,12 @@ impl Bench {
             ])
             .args(["--budget", &self.budget.to_string(), "--margin", "2"])
             .args(["--lead", "5", "--per-source", "2"])
-            .args(["--ignite", &self.args.ignite, "--tenant", &id.namespace])
+            .args([
+                "--ignite",
+                &self.args.ignite,
+                "--k8s-namespace",
+                &id.namespace,
+            ])
             .args(["--s3-endpoint", &self.proxy.endpoint()])
             .env("KFCACHE_DB", &self.db)
             .stdin(Stdio::null())
@@ -869,7 +879,7 @@ impl Bench {
                     "json",
                     "--ignite",
                     &self.args.ignite,
-                    "--tenant",
+                    "--k8s-namespace",
                     &id.namespace,
                 ])
                 .await
@@ -880,7 +890,7 @@ impl Bench {
                     "clear",
                     "--ignite",
                     &self.args.ignite,
-                    "--tenant",
+                    "--k8s-namespace",
                     &id.namespace,
                 ])
                 .await;
