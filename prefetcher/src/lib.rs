@@ -32,6 +32,8 @@ pub mod policy;
 mod sink;
 mod source;
 mod stage;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use batch::{
     stage_objects, stage_prefix, ObjectOutcome, ObjectStatus, PrefixOptions, StageObserver,

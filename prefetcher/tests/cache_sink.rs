@@ -1,5 +1,6 @@
-//! The `CacheSink` conformance suite against every sink: in memory, a real 1-node Ignite
-//! cluster, and a real 3-node cluster with one backup; plus a cluster that is not there.
+//! The `CacheSink` conformance suite (`kfcache_prefetcher::testing`) against every sink: in
+//! memory, a real 1-node Ignite cluster, a real 3-node cluster with one backup, and
+//! `BoundedSink` around the first two; plus a cluster that is not there.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,10 +10,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kfcache_ignite::{Client, ClientConfig};
+use kfcache_prefetcher::BoundedSink;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_sink_conforms() {
     common::cache_sink_suite(common::memory_sink()).await;
+}
+
+/// The bound every pod and the gateway put around the cache changes nothing that the suite
+/// checks, compare-and-set and the lock included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_memory_sink_conforms() {
+    let sink = BoundedSink::new(common::memory_sink(), Duration::from_secs(10));
+    common::cache_sink_suite(Arc::new(sink)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_ignite_conforms() {
+    let inner = Arc::new(common::ignite_sink("KFCACHE_TEST_IGNITE_1", 1).await);
+    let sink = BoundedSink::new(inner.clone(), Duration::from_secs(30));
+    common::cache_sink_suite(Arc::new(sink)).await;
+    inner.destroy().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
