@@ -133,17 +133,17 @@ pub async fn run(args: MonitorBenchArgs) -> Result<()> {
     println!("{table}");
     let starts: Vec<f64> = workers.iter().map(|w| w.start_err_ms.max(0.0)).collect();
     let ends: Vec<f64> = workers.iter().map(|w| w.end_err_ms.max(0.0)).collect();
-    let start_p50 = percentile(&starts, 0.50);
-    let start_p99 = percentile(&starts, 0.99);
-    let end_p50 = percentile(&ends, 0.50);
-    let end_p99 = percentile(&ends, 0.99);
+    let start_p50 = percentile(&starts, 50.0);
+    let start_p99 = percentile(&starts, 99.0);
+    let end_p50 = percentile(&ends, 50.0);
+    let end_p99 = percentile(&ends, 99.0);
     println!(
         "start error: p50 {start_p50:.3} ms, p99 {start_p99:.3} ms, max {:.3} ms",
-        percentile(&starts, 1.0)
+        percentile(&starts, 100.0)
     );
     println!(
         "end error:   p50 {end_p50:.3} ms, p99 {end_p99:.3} ms, max {:.3} ms",
-        percentile(&ends, 1.0)
+        percentile(&ends, 100.0)
     );
     println!(
         "watcher CPU: idle {:.3} ms in {:.1} s = {idle_cpu_pct:.3} % of one core; \
@@ -235,15 +235,13 @@ fn percent(cpu: Duration, wall: Duration) -> f64 {
     cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
 }
 
-/// Nearest-rank percentile of `values` (`q` in 0..=1); 0 for none.
+/// The `q`-th percentile of `values` (`q` in 0..=100), as every kfcache benchmark computes it
+/// ([`kfcache_harness::stats::percentile`]); 0 for none.
 fn percentile(values: &[f64], q: f64) -> f64 {
     if values.is_empty() {
         return 0.0;
     }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    kfcache_harness::stats::percentile(values, q)
 }
 
 #[cfg(test)]
@@ -251,13 +249,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nearest_rank_percentiles() {
+    fn percentiles_interpolate_and_none_is_zero() {
         let values: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&values, 0.5), 50.0);
-        assert_eq!(percentile(&values, 0.99), 99.0);
-        assert_eq!(percentile(&values, 1.0), 100.0);
-        assert_eq!(percentile(&[3.0, 1.0, 2.0], 0.5), 2.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
+        assert_eq!(percentile(&values, 50.0), 50.5);
+        assert!((percentile(&values, 99.0) - 99.01).abs() < 1e-9);
+        assert_eq!(percentile(&values, 100.0), 100.0);
+        assert_eq!(percentile(&[3.0, 1.0, 2.0], 50.0), 2.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
     }
 
     #[test]

@@ -264,13 +264,7 @@ pub fn check_report(report: &Value, dataset: &Dataset, target: &Path) -> Outcome
     outcomes
 }
 
-/// Percentile `p` (0..=100) of `values`, nearest rank.
+/// Percentile `p` (0..=100) of `values`, as the benchmarks compute it; `NaN` for none.
 pub fn percentile(values: &[f64], p: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    kfcache_harness::stats::percentile(values, p)
 }
