@@ -111,31 +111,25 @@ impl Dag {
     }
 }
 
-/// Kahn's algorithm taking the lowest ready index first, so the order is deterministic and
-/// follows declaration order where the graph allows.
+/// The graph's nodes in dependency order, ties in declaration order
+/// ([`crate::order::dependency_order`]); called once the graph is known to be acyclic.
 fn stable_order(graph: &DiGraph<usize, ()>, n: usize) -> Vec<usize> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-    let mut indegree: Vec<usize> = (0..n)
+    let dependencies: Vec<Vec<usize>> = (0..n)
         .map(|i| {
             graph
                 .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
-                .count()
+                .map(|d| d.index())
+                .collect()
         })
         .collect();
-    let mut ready: BinaryHeap<Reverse<usize>> =
-        (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
-    let mut order = Vec::with_capacity(n);
-    while let Some(Reverse(i)) = ready.pop() {
-        order.push(graph[NodeIndex::new(i)]);
-        for next in graph.neighbors_directed(NodeIndex::new(i), Direction::Outgoing) {
-            indegree[next.index()] -= 1;
-            if indegree[next.index()] == 0 {
-                ready.push(Reverse(next.index()));
-            }
-        }
-    }
-    order
+    crate::order::dependency_order(&dependencies)
+        .map(|order| {
+            order
+                .into_iter()
+                .map(|i| graph[NodeIndex::new(i)])
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The nodes of one shortest cycle through `start`, in edge order, with `start` repeated at the

@@ -24,6 +24,7 @@ pub mod kfp;
 pub mod limits;
 pub mod model;
 mod nesting;
+mod order;
 pub mod params;
 pub mod schedule;
 

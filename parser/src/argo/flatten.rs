@@ -935,14 +935,15 @@ impl Flattener<'_, '_, '_> {
             }
             dependencies.push(indices);
         }
-        let order = dag_order(&dependencies).map_err(|cycle| Error::Cycle {
-            at: self.at(cycle.first().and_then(|&i| lines.get(i).copied().flatten())),
-            cycle: cycle
-                .iter()
-                .filter_map(|&i| calls.get(i))
-                .map(|c| join(prefix, &c.name))
-                .collect(),
-        })?;
+        let order =
+            crate::order::dependency_order(&dependencies).map_err(|cycle| Error::Cycle {
+                at: self.at(cycle.first().and_then(|&i| lines.get(i).copied().flatten())),
+                cycle: cycle
+                    .iter()
+                    .filter_map(|&i| calls.get(i))
+                    .map(|c| join(prefix, &c.name))
+                    .collect(),
+            })?;
 
         // Tasks are expanded in dependency order but emitted in declaration order: straight
         // into `out` when the two agree (the usual case), else into `pending` and reordered.
@@ -1560,60 +1561,5 @@ fn join(prefix: &str, name: &str) -> String {
         name.to_string()
     } else {
         format!("{prefix}.{name}")
-    }
-}
-
-/// Kahn's algorithm over DAG-task indices, lowest ready index first; on a cycle, the indices
-/// of one cycle (first repeated at the end).
-fn dag_order(dependencies: &[Vec<usize>]) -> std::result::Result<Vec<usize>, Vec<usize>> {
-    let n = dependencies.len();
-    let mut remaining: Vec<usize> = dependencies.iter().map(Vec::len).collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (i, deps) in dependencies.iter().enumerate() {
-        for &j in deps {
-            if let Some(list) = dependents.get_mut(j) {
-                list.push(i);
-            }
-        }
-    }
-    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| remaining.get(i) == Some(&0)).collect();
-    let mut order = Vec::with_capacity(n);
-    while let Some(i) = ready.pop_first() {
-        order.push(i);
-        for &k in dependents.get(i).map(Vec::as_slice).unwrap_or(&[]) {
-            if let Some(count) = remaining.get_mut(k) {
-                *count -= 1;
-                if *count == 0 {
-                    ready.insert(k);
-                }
-            }
-        }
-    }
-    if order.len() == n {
-        return Ok(order);
-    }
-    // Walk dependencies among the unfinished tasks until one repeats.
-    let done: BTreeSet<usize> = order.into_iter().collect();
-    let Some(mut current) = (0..n).find(|i| !done.contains(i)) else {
-        return Err(Vec::new());
-    };
-    let mut path: Vec<usize> = Vec::new();
-    loop {
-        if let Some(pos) = path.iter().position(|&p| p == current) {
-            let mut cycle: Vec<usize> = path.split_off(pos);
-            cycle.reverse();
-            if let Some(&first) = cycle.first() {
-                cycle.push(first);
-            }
-            return Err(cycle);
-        }
-        path.push(current);
-        match dependencies
-            .get(current)
-            .and_then(|deps| deps.iter().find(|d| !done.contains(d)))
-        {
-            Some(&next) => current = next,
-            None => return Err(path),
-        }
     }
 }

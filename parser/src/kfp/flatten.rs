@@ -429,7 +429,7 @@ impl<'a> Flattener<'a> {
             }
             deps.push(mine);
         }
-        let order = sibling_order(&deps).map_err(|cycle| Error::Cycle {
+        let order = crate::order::dependency_order(&deps).map_err(|cycle| Error::Cycle {
             at: self.at(cycle
                 .first()
                 .and_then(|&i| names.get(i))
@@ -1070,53 +1070,4 @@ fn sinks(tasks: &[Task]) -> Vec<String> {
         .filter(|t| !depended.contains(t.id.as_str()))
         .map(|t| t.id.clone())
         .collect()
-}
-
-/// Siblings in dependency order (ties in declaration order), or the indices of a cycle.
-fn sibling_order(deps: &[Vec<usize>]) -> std::result::Result<Vec<usize>, Vec<usize>> {
-    let n = deps.len();
-    let mut indegree: Vec<usize> = deps.iter().map(Vec::len).collect();
-    let mut dependants: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (i, mine) in deps.iter().enumerate() {
-        for &j in mine {
-            if let Some(list) = dependants.get_mut(j) {
-                list.push(i);
-            }
-        }
-    }
-    let mut ready: std::collections::BTreeSet<usize> =
-        (0..n).filter(|&i| indegree[i] == 0).collect();
-    let mut order = Vec::with_capacity(n);
-    while let Some(i) = ready.pop_first() {
-        order.push(i);
-        for &k in &dependants[i] {
-            indegree[k] -= 1;
-            if indegree[k] == 0 {
-                ready.insert(k);
-            }
-        }
-    }
-    if order.len() == n {
-        return Ok(order);
-    }
-    // Walk dependencies from a task left over until one repeats: that is a cycle.
-    let done: HashSet<usize> = order.into_iter().collect();
-    let Some(start) = (0..n).find(|i| !done.contains(i)) else {
-        return Err(Vec::new());
-    };
-    let mut path = vec![start];
-    let mut current = start;
-    loop {
-        let Some(&next) = deps[current].iter().find(|j| !done.contains(j)) else {
-            return Err(path);
-        };
-        if let Some(pos) = path.iter().position(|&p| p == next) {
-            let mut cycle: Vec<usize> = path[pos..].to_vec();
-            cycle.reverse();
-            cycle.push(*cycle.first().unwrap_or(&next));
-            return Err(cycle);
-        }
-        path.push(next);
-        current = next;
-    }
 }
