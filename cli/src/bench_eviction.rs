@@ -13,10 +13,20 @@ use anyhow::{bail, Result};
 use clap::Args;
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use kfcache_prefetcher::evict_sim::{
-    generate, mean_ci95, simulate, CacheConfig, Policy, SimReport, WorkloadConfig, WorkloadStats,
+    generate, simulate, CacheConfig, Policy, SimReport, WorkloadConfig, WorkloadStats,
 };
 
 use crate::config::{human_size, parse_size};
+
+/// Mean and half-width of the 95 % confidence interval of the mean (Student's t, from the
+/// benchmarks' statistics); the half-width is 0 with fewer than two values.
+fn mean_ci95(values: &[f64]) -> (f64, f64) {
+    let summary = kfcache_harness::stats::summarize(values);
+    if summary.n < 2 {
+        return (summary.mean, 0.0);
+    }
+    (summary.mean, summary.ci95.1 - summary.mean)
+}
 
 /// Cache sizes, as fractions of the working set.
 const CACHE_FRACTIONS: [f64; 3] = [0.25, 0.5, 1.0];
@@ -251,4 +261,18 @@ pub fn run(args: EvictionBenchArgs) -> Result<()> {
     println!("{comparison}");
     println!("{last_line}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_confidence_interval_uses_students_t() {
+        let (mean, half) = mean_ci95(&[1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(mean, 3.0);
+        // t(0.975, 4) = 2.776 · sqrt(2.5 / 5)
+        assert!((half - 2.776 * 0.5f64.sqrt()).abs() < 1e-3, "{half}");
+        assert_eq!(mean_ci95(&[0.4]), (0.4, 0.0));
+    }
 }

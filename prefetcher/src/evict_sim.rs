@@ -1114,41 +1114,6 @@ impl Sim<'_> {
     }
 }
 
-/// Mean and half-width of the 95 % confidence interval of the mean (Student's t); the
-/// half-width is 0 with fewer than two values.
-pub fn mean_ci95(values: &[f64]) -> (f64, f64) {
-    let n = values.len();
-    if n == 0 {
-        return (0.0, 0.0);
-    }
-    let mean = values.iter().sum::<f64>() / n as f64;
-    if n < 2 {
-        return (mean, 0.0);
-    }
-    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    (mean, t_quantile_975(n - 1) * (variance / n as f64).sqrt())
-}
-
-/// The 97.5 % quantile of Student's t with `df` degrees of freedom: a table to 30, the
-/// Cornish–Fisher expansion beyond (within 0.001).
-fn t_quantile_975(df: usize) -> f64 {
-    const TABLE: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042,
-    ];
-    match df {
-        0 => f64::INFINITY,
-        1..=30 => TABLE[df - 1],
-        _ => {
-            let z: f64 = 1.959_964;
-            let d = df as f64;
-            z + (z.powi(3) + z) / (4.0 * d)
-                + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * d * d)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -1502,19 +1467,6 @@ mod tests {
             assert_eq!(report.reads, report.trace.len());
             assert!(report.reads > 0);
         }
-    }
-
-    #[test]
-    fn the_confidence_interval_uses_students_t() {
-        let (mean, half) = mean_ci95(&[1.0, 2.0, 3.0, 4.0, 5.0]);
-        assert_eq!(mean, 3.0);
-        // t(0.975, 4) · sqrt(2.5 / 5)
-        assert!((half - 2.776 * 0.5f64.sqrt()).abs() < 1e-9);
-        assert_eq!(mean_ci95(&[0.4]), (0.4, 0.0));
-        assert!((t_quantile_975(40) - 2.021).abs() < 1e-3);
-        assert!((t_quantile_975(120) - 1.980).abs() < 1e-3);
-        // The expansion takes over from the table without a jump.
-        assert!((t_quantile_975(31) - 2.040).abs() < 1e-3);
     }
 
     proptest! {
