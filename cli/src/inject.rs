@@ -50,33 +50,11 @@ use crate::config::ConnectionArgs;
 use crate::settings::GlobalArgs;
 use crate::InvalidInput;
 
-/// Name of the init container that materialises the inputs.
-pub const INIT_CONTAINER: &str = "kfcache-init";
-/// Name of the sidecar that watches the task.
-pub const WATCH_CONTAINER: &str = "kfcache-watch";
-/// The task description, JSON ([`kfcache_sidecar::TASK_ENV`]).
-pub const ENV_TASK: &str = kfcache_sidecar::TASK_ENV;
-/// The Argo node name (`wf.outer(0:a).train(1)`), from the pod annotation [`NODE_NAME_ANNOTATION`].
-pub const ENV_NODE_NAME: &str = "KFCACHE_NODE_NAME";
-/// The Kubernetes node the pod runs on (`spec.nodeName`).
-pub const ENV_K8S_NODE: &str = "KFCACHE_K8S_NODE";
-/// The pod's name (`metadata.name`).
-pub const ENV_POD: &str = "KFCACHE_POD";
-/// The run's Kubernetes namespace (`metadata.namespace`).
-pub const ENV_RUN_NAMESPACE: &str = "KFCACHE_RUN_NAMESPACE";
-/// The task's deadline, from the pod annotation [`DEADLINE_ANNOTATION`].
-pub const ENV_DEADLINE: &str = "KFCACHE_DEADLINE";
-/// Ignite addresses as seen from the pod.
-pub const ENV_IGNITE: &str = "KFCACHE_IGNITE";
-/// The cache's key prefix, set only when `--key-prefix`, `KFCACHE_KEY_PREFIX` or (formerly)
-/// `KFCACHE_NAMESPACE` names one.
-pub const ENV_CACHE_NAMESPACE: &str = "KFCACHE_KEY_PREFIX";
-/// The pod annotation where Argo puts the node name.
-pub const NODE_NAME_ANNOTATION: &str = "workflows.argoproj.io/node-name";
-/// The pod annotation (set in a template's `metadata.annotations`) holding a task's deadline.
-pub const DEADLINE_ANNOTATION: &str = "kfcache.io/deadline";
-/// The sidecar's `/metrics` port.
-pub const METRICS_PORT: u16 = 9464;
+pub use kfcache_sidecar::contract::{
+    DEADLINE_ANNOTATION, ENV_DEADLINE, ENV_IGNITE, ENV_K8S_NODE,
+    ENV_KEY_PREFIX as ENV_CACHE_NAMESPACE, ENV_NODE_NAME, ENV_POD, ENV_RUN_NAMESPACE, ENV_TASK,
+    INIT_CONTAINER, METRICS_PORT, NODE_NAME_ANNOTATION, WATCH_CONTAINER,
+};
 /// Node label the placement preferences match on.
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 /// At most this many nodes are preferred per template.

@@ -30,6 +30,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use kfcache_prefetcher::{
     BoundedSink, CacheSink, IgniteSink, MemorySink, ObjectCache, ObjectStoreSource,
 };
+use kfcache_sidecar::contract;
 use kfcache_sidecar::fill::Fill;
 use kfcache_sidecar::init::{materialise_with, Outcome};
 use kfcache_sidecar::outputs::write_through;
@@ -61,7 +62,7 @@ pub enum SidecarCommand {
 #[derive(Debug, Args)]
 pub struct PodArgs {
     /// The run (the Argo Workflow name; inject passes `{{workflow.name}}`).
-    #[arg(long, env = "KFCACHE_RUN", value_name = "NAME")]
+    #[arg(long, env = contract::ENV_RUN, value_name = "NAME")]
     pub run: String,
 
     /// The analysed task's id [default: from the task description, else the Argo node name].
@@ -73,19 +74,19 @@ pub struct PodArgs {
     pub spec: Option<String>,
 
     /// The Argo node name (`wf.train(0)`): task, loop instance and retry attempt.
-    #[arg(long, env = "KFCACHE_NODE_NAME", value_name = "NAME")]
+    #[arg(long, env = contract::ENV_NODE_NAME, value_name = "NAME")]
     pub node_name: Option<String>,
 
     /// The Kubernetes node the pod runs on.
-    #[arg(long, env = "KFCACHE_K8S_NODE", value_name = "NODE")]
+    #[arg(long, env = contract::ENV_K8S_NODE, value_name = "NODE")]
     pub k8s_node: Option<String>,
 
     /// The pod's name.
-    #[arg(long, env = "KFCACHE_POD", value_name = "POD")]
+    #[arg(long, env = contract::ENV_POD, value_name = "POD")]
     pub pod: Option<String>,
 
     /// The run's Kubernetes namespace.
-    #[arg(long, env = "KFCACHE_RUN_NAMESPACE", value_name = "NS")]
+    #[arg(long, env = contract::ENV_RUN_NAMESPACE, value_name = "NS")]
     pub run_namespace: Option<String>,
 
     /// Paths of inputs and outputs are taken inside this directory.
@@ -127,7 +128,7 @@ pub struct InitArgs {
     /// delays the task by about this much at most.
     #[arg(
         long,
-        env = "KFCACHE_CACHE_TIMEOUT",
+        env = contract::ENV_CACHE_TIMEOUT,
         value_name = "DURATION",
         default_value = "10s",
         value_parser = kfcache_ops::units::parse_duration
@@ -151,11 +152,11 @@ pub struct WatchArgs {
 
     /// The deadline: an RFC 3339 time or a duration after the work's start (`30m`)
     /// [env: KFCACHE_DEADLINE, from the `kfcache.io/deadline` annotation].
-    #[arg(long, env = "KFCACHE_DEADLINE", value_name = "TIME|DURATION")]
+    #[arg(long, env = contract::ENV_DEADLINE, value_name = "TIME|DURATION")]
     pub deadline: Option<String>,
 
     /// Serve `/metrics` and `/healthz` here.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9464")]
+    #[arg(long, value_name = "ADDR", default_value = contract::DEFAULT_METRICS_ADDR)]
     pub metrics_addr: SocketAddr,
 
     /// Do not write the outputs through to the cache.

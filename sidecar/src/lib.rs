@@ -13,6 +13,7 @@
 //! - [`ranking`]: node list ranking (Algorithm 2 of the GPU task monitoring paper) from the
 //!   nodes' reports.
 
+pub mod contract;
 pub mod drain;
 pub mod error;
 pub mod events;
