@@ -577,56 +577,58 @@ pub async fn artifact_source_suite(source: &dyn ArtifactSource, base: &str) {
     assert!(cache.read(&empty_uri).await.unwrap().1.is_empty());
 }
 
+/// Callers of [`compare_and_set_race`] at once.
+const CALLERS: usize = 8;
+
+/// Runs `attempt(i)` for every caller `i` at once and returns the one that succeeded; fails,
+/// naming `sink` and `what` the callers did, unless exactly one did.
+async fn only_winner<F, Fut>(what: &str, sink: &str, attempt: F) -> usize
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let outcomes: Vec<bool> =
+        futures::future::join_all((0..CALLERS).map(|i| tokio::spawn(attempt(i))))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o).count(),
+        1,
+        "{sink}: {what} {outcomes:?}"
+    );
+    outcomes.iter().position(|o| *o).unwrap()
+}
+
 /// Compare-and-set under contention, which the cluster lock and the leases rest on: of many
 /// callers at once, exactly one puts a missing key, exactly one replaces the value they all
 /// read, a stale expected value replaces nothing, and a remove happens only on the value
 /// expected.
 pub async fn compare_and_set_race<S: CacheSink + ?Sized + 'static>(sink: Arc<S>) {
-    const CALLERS: usize = 8;
     let key = format!("{}/cas", unique("cas"));
-    let attempts = (0..CALLERS).map(|i| {
+    let describe = sink.describe();
+    let winner = only_winner("put-if-absent stored", &describe, |i| {
         let (sink, key) = (sink.clone(), key.clone());
-        tokio::spawn(async move {
+        async move {
             sink.put_if_absent(Space::Meta, &key, Bytes::from(format!("first-{i}")))
                 .await
                 .unwrap()
-        })
-    });
-    let stored: Vec<bool> = futures::future::join_all(attempts)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(
-        stored.iter().filter(|s| **s).count(),
-        1,
-        "{}: put-if-absent stored {stored:?}",
-        sink.describe()
-    );
-    let winner = stored.iter().position(|s| *s).unwrap();
+        }
+    })
+    .await;
     let current = sink.get(Space::Meta, &key).await.unwrap().unwrap();
     assert_eq!(current, Bytes::from(format!("first-{winner}")));
 
-    let attempts = (0..CALLERS).map(|i| {
+    let winner = only_winner("replace-if-equals replaced", &describe, |i| {
         let (sink, key, current) = (sink.clone(), key.clone(), current.clone());
-        tokio::spawn(async move {
+        async move {
             sink.replace_if_equals(Space::Meta, &key, current, Bytes::from(format!("next-{i}")))
                 .await
                 .unwrap()
-        })
-    });
-    let replaced: Vec<bool> = futures::future::join_all(attempts)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(
-        replaced.iter().filter(|r| **r).count(),
-        1,
-        "{}: replace-if-equals replaced {replaced:?}",
-        sink.describe()
-    );
-    let winner = replaced.iter().position(|r| *r).unwrap();
+        }
+    })
+    .await;
     let next = Bytes::from(format!("next-{winner}"));
     assert_eq!(
         sink.get(Space::Meta, &key).await.unwrap(),
