@@ -18,8 +18,11 @@
 # `setup` fetches with Maven into .cache/ignite (once; later runs reuse them). Everything listens
 # on 127.0.0.1. Per-cluster state (pids, logs, ready markers, work dirs) lives in
 # .cache/ignite/state/CLUSTER. Ports default from --base-port so that two clusters never clash:
-# offset = base-port - 10800, discovery = 47500 + 10*offset (range of 10), communication =
-# 47100 + offset + index, client = base-port + index.
+# offset = base-port - 10800, discovery = 27500 + 10*offset (range of 10), communication =
+# 27100 + offset + index, client = base-port + index. All of them lie below the kernel's
+# ephemeral range (32768..60999): a node restarted on a busy machine once found its
+# communication port held by another process's outgoing connection and could not bind it
+# (Ignite's own defaults, 47100 and 47500, lie inside that range).
 #
 # --secure: the thin-client ports use TLS (a throw-away CA and node certificate for 127.0.0.1
 # are made with keytool once and reused for 20 days; the CA is .cache/ignite/tls/ca.pem) and
@@ -279,8 +282,8 @@ cmd_start() {
     || die "--base-port outside 10800..10899 needs --discovery-port and --comm-port"
   cluster="${cluster:-ignite-$base_port}"
   [[ "$cluster" =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad cluster name '$cluster'"
-  discovery_port="${discovery_port:-$((47500 + 10 * offset))}"
-  comm_port="${comm_port:-$((47100 + offset))}"
+  discovery_port="${discovery_port:-$((27500 + 10 * offset))}"
+  comm_port="${comm_port:-$((27100 + offset))}"
 
   setup
   local dir="$STATE_ROOT/$cluster"

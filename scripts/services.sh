@@ -9,9 +9,9 @@
 #                                      eval "$(scripts/services.sh env)"
 #   scripts/services.sh status
 #
-# Clusters: kfcache-1 (client port 10800, discovery 47500..47509, 1 GiB heap and region for benchmarks)
-# kfcache-3 (client ports 10810..10812, discovery 47600..47609) and kfcache-secure (client port
-# 10820 with TLS and user ignite/ignite, discovery 47700..47709). Override the region sizes with
+# Clusters: kfcache-1 (client port 10800, discovery 27500..27509, 1 GiB heap and region for benchmarks)
+# kfcache-3 (client ports 10810..10812, discovery 27600..27609) and kfcache-secure (client port
+# 10820 with TLS and user ignite/ignite, discovery 27700..27709). Override the region sizes with
 # KFCACHE_IGNITE_1_REGION_MB / KFCACHE_IGNITE_3_REGION_MB, and the 3-node cluster's heap with
 # KFCACHE_IGNITE_3_HEAP (512m).
 set -euo pipefail
