@@ -1,7 +1,8 @@
 //! Forwarding of every S3 operation to the origin: the `s3s::S3` implementation of the
 //! gateway. `GetObject` and `HeadObject` go through the cache ([`crate::service`]); uploads
 //! (`PutObject` and the multipart operations) are forwarded and written through into the
-//! cache ([`crate::upload`]); every other operation is counted and handed to
+//! cache ([`crate::upload`]); `DeleteObject` and `DeleteObjects` are forwarded and then drop
+//! the cached copies of what the origin deleted; every other operation is counted and handed to
 //! `s3s_aws::Proxy`, which sends it to the origin through aws-sdk-s3, signed with the
 //! origin's key.
 //!
@@ -195,7 +196,13 @@ impl S3 for GatewayS3 {
         req: S3Request<s3s::dto::DeleteObjectInput>,
     ) -> S3Result<S3Response<s3s::dto::DeleteObjectOutput>> {
         self.forwarded("DeleteObject");
-        self.proxy().delete_object(req).await
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let current_version = req.input.version_id.is_none();
+        let response = self.proxy().delete_object(req).await?;
+        if current_version {
+            self.deleted_at_origin(&bucket, &key);
+        }
+        Ok(response)
     }
 
     async fn delete_object_tagging(
@@ -211,7 +218,14 @@ impl S3 for GatewayS3 {
         req: S3Request<s3s::dto::DeleteObjectsInput>,
     ) -> S3Result<S3Response<s3s::dto::DeleteObjectsOutput>> {
         self.forwarded("DeleteObjects");
-        self.proxy().delete_objects(req).await
+        let bucket = req.input.bucket.clone();
+        let response = self.proxy().delete_objects(req).await?;
+        for deleted in response.output.deleted.iter().flatten() {
+            if let (Some(key), None) = (&deleted.key, &deleted.version_id) {
+                self.deleted_at_origin(&bucket, key);
+            }
+        }
+        Ok(response)
     }
 
     async fn delete_public_access_block(

@@ -31,6 +31,8 @@ pub enum MissReason {
     NotCached,
     /// The origin has another version than the cached one.
     Stale,
+    /// The origin no longer has the object (its HEAD answered 404); the cached copy is dropped.
+    Deleted,
     /// A chunk is missing or does not match its checksum.
     CheckFailed,
     /// The cache failed, timed out, or is cooling down after a timeout; or none is connected.
@@ -45,6 +47,7 @@ impl MissReason {
         match self {
             MissReason::NotCached => "not_cached",
             MissReason::Stale => "stale",
+            MissReason::Deleted => "deleted",
             MissReason::CheckFailed => "check_failed",
             MissReason::CacheError => "cache_error",
             MissReason::Bypass => "bypass",

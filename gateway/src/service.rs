@@ -5,7 +5,10 @@
 //! kfcache-sidecar): the manifest of `s3://BUCKET/KEY` is looked up in the tenant's cache; the
 //! origin is asked for the object's current version with one HEAD and compared with
 //! [`kfcache_prefetcher::Manifest::matches`]; when the origin cannot be reached the cached
-//! copy's checksums are trusted. Chunks are verified as they are read ([`crate::read`]).
+//! copy's checksums are trusted. When the origin answers that the object is gone (404), it is
+//! not served: the cached copy is dropped and the origin's answer goes to the client. The
+//! HEAD's content type, encoding, disposition, language, cache control and user metadata
+//! are sent with a cached body, so a hit carries the headers the origin would have sent. Chunks are verified as they are read ([`crate::read`]).
 //! Anything that goes wrong on the cache side (no cache connected, a timeout, a missing or
 //! corrupted chunk) is a miss with its reason, and the request is forwarded to the origin:
 //! the cache never fails a request. An object served from the cache causes no GET at the
@@ -33,7 +36,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use kfcache_prefetcher::{ArtifactSource, CacheSink, Manifest, ObjectCache, SourceVersion};
+use kfcache_prefetcher::{
+    ArtifactSource, CacheSink, Manifest, ObjectAttributes, ObjectCache, SourceVersion,
+};
 use s3s::dto::{
     ETag, ETagCondition, GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput,
     StreamingBlob, Timestamp,
@@ -162,6 +167,9 @@ struct Fresh {
     cache: ObjectCache<dyn CacheSink>,
     manifest: Manifest,
     last_modified: Option<DateTime<Utc>>,
+    /// The origin's headers for the object, from the freshness HEAD (empty when the origin
+    /// could not be asked).
+    attributes: ObjectAttributes,
 }
 
 impl Fresh {
@@ -244,6 +252,11 @@ impl GatewayS3 {
         .await
         {
             Ok(Ok(object)) => Some(object),
+            Ok(Err(kfcache_prefetcher::Error::SourceNotFound { .. })) => {
+                tracing::info!(%uri, "the origin no longer has the object; dropping the cached copy");
+                self.drop_cached(cache, uri);
+                return Err(MissReason::Deleted);
+            }
             Ok(Err(error)) => {
                 tracing::warn!(%uri, %error, "cannot check the origin; trusting the cached copy's checksums");
                 None
@@ -261,15 +274,43 @@ impl GatewayS3 {
                 return Err(MissReason::Stale);
             }
         }
-        let last_modified = manifest
-            .version
-            .last_modified
-            .or_else(|| current.and_then(|object| object.version.last_modified));
+        let (origin_modified, attributes) = match current {
+            Some(object) => (object.version.last_modified, object.attributes),
+            None => (None, ObjectAttributes::default()),
+        };
+        let last_modified = manifest.version.last_modified.or(origin_modified);
         Ok(Fresh {
             cache,
             manifest,
             last_modified,
+            attributes,
         })
+    }
+
+    /// Drops the cached copy of `uri` in the background (the object is gone at the origin);
+    /// a failure is only logged: the copy is never served while the origin says 404, and
+    /// eviction or the sweep removes it later.
+    pub(crate) fn drop_cached(&self, cache: ObjectCache<dyn CacheSink>, uri: &str) {
+        let shared = self.shared.clone();
+        let uri = uri.to_string();
+        tokio::spawn(async move {
+            match shared.cache.call(cache.evict(&uri)).await {
+                Ok(true) => {
+                    tracing::info!(%uri, "dropped the cached copy of an object deleted at the origin")
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%uri, %error, "cannot drop the cached copy of an object deleted at the origin")
+                }
+            }
+        });
+    }
+
+    /// After the origin deleted `bucket/key`: drops its cached copy (in the background).
+    pub(crate) fn deleted_at_origin(&self, bucket: &str, key: &str) {
+        if let Some(cache) = self.shared.cache.current() {
+            self.drop_cached(cache, &object_uri(bucket, key));
+        }
     }
 
     pub(crate) async fn get_object_through(
@@ -351,6 +392,13 @@ impl GatewayS3 {
             last_modified: fresh
                 .last_modified
                 .map(|at| Timestamp::from(std::time::SystemTime::from(at))),
+            content_type: fresh.attributes.content_type,
+            content_encoding: fresh.attributes.content_encoding,
+            content_disposition: fresh.attributes.content_disposition,
+            content_language: fresh.attributes.content_language,
+            cache_control: fresh.attributes.cache_control,
+            metadata: (!fresh.attributes.metadata.is_empty())
+                .then(|| fresh.attributes.metadata.into_iter().collect()),
             ..GetObjectOutput::default()
         };
         Ok(S3Response::new(output))

@@ -183,6 +183,159 @@ async fn stale_copy_is_not_served() {
     setup.stop().await;
 }
 
+/// A hit carries the headers the origin keeps with the object (content type, encoding, cache
+/// control, user metadata), taken from the freshness HEAD: a client reading through the
+/// gateway sees what it would see at the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hit_carries_the_origins_content_type_and_metadata() {
+    let setup = Setup::start("headers").await;
+    let key = setup.key("table.json");
+    let data = pattern(2 * CHUNK as usize + 17, 5);
+    setup
+        .aws_client()
+        .put_object()
+        .bucket(&setup.bucket)
+        .key(&key)
+        .body(data.clone().into())
+        .content_type("application/json")
+        .content_encoding("identity")
+        .cache_control("max-age=60")
+        .metadata("pipeline", "replay")
+        .send()
+        .await
+        .unwrap();
+    setup.stage(&key).await;
+    setup.origin.clear();
+    let got = setup
+        .aws_client()
+        .get_object()
+        .bucket(&setup.bucket)
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.content_type(), Some("application/json"));
+    assert_eq!(got.content_encoding(), Some("identity"));
+    assert_eq!(got.cache_control(), Some("max-age=60"));
+    assert_eq!(
+        got.metadata()
+            .and_then(|m| m.get("pipeline"))
+            .map(String::as_str),
+        Some("replay")
+    );
+    let body = got.body.collect().await.unwrap().into_bytes();
+    assert_eq!(body.as_ref(), data.as_slice());
+    assert_eq!(setup.gateway.metrics().hits(GET), 1);
+    assert_eq!(setup.origin.count(&Method::GET, &setup.bucket, &key), 0);
+    setup.stop().await;
+}
+
+/// Waits until the tenant's cache no longer has a manifest for `uri`.
+async fn wait_dropped(setup: &Setup, uri: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while setup.cache.stat(uri).await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the cached copy of {uri} was not dropped within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An object deleted at the origin behind the gateway's back is not served from its (intact)
+/// cached copy: the client gets the origin's 404, and the copy is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_object_deleted_at_the_origin_is_not_served() {
+    let setup = Setup::start("deleted").await;
+    let key = setup.key("gone.bin");
+    setup.put_origin(&key, pattern(CHUNK as usize, 3)).await;
+    setup.stage(&key).await;
+    setup.moto.delete(&Path::from(key.as_str())).await.unwrap();
+    let error = setup
+        .client()
+        .get(&Path::from(key.as_str()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, object_store::Error::NotFound { .. }),
+        "expected the origin's 404, got {error}"
+    );
+    assert_eq!(setup.gateway.metrics().misses(GET, MissReason::Deleted), 1);
+    assert_eq!(setup.gateway.metrics().hits(GET), 0);
+    wait_dropped(&setup, &setup.uri(&key)).await;
+    setup.stop().await;
+}
+
+/// Deleting through the gateway (`DeleteObject`, and `DeleteObjects` for several keys) drops
+/// the cached copies of what the origin deleted; an object the request did not name stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletes_through_the_gateway_drop_the_cached_copies() {
+    let setup = Setup::start("delete").await;
+    let keys: Vec<String> = ["one.bin", "two.bin", "three.bin", "kept.bin"]
+        .iter()
+        .map(|name| setup.key(name))
+        .collect();
+    for (seed, key) in keys.iter().enumerate() {
+        setup
+            .put_origin(key, pattern(CHUNK as usize, seed as u8))
+            .await;
+        setup.stage(key).await;
+    }
+    setup
+        .client()
+        .delete(&Path::from(keys[0].as_str()))
+        .await
+        .unwrap();
+    wait_dropped(&setup, &setup.uri(&keys[0])).await;
+    let objects: Vec<_> = keys[1..3]
+        .iter()
+        .map(|key| {
+            aws_sdk_s3::types::ObjectIdentifier::builder()
+                .key(key)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let deleted = setup
+        .aws_client()
+        .delete_objects()
+        .bucket(&setup.bucket)
+        .delete(
+            aws_sdk_s3::types::Delete::builder()
+                .set_objects(Some(objects))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.deleted().len(), 2, "{deleted:?}");
+    for key in &keys[1..3] {
+        wait_dropped(&setup, &setup.uri(key)).await;
+    }
+    assert!(
+        setup
+            .cache
+            .stat(&setup.uri(&keys[3]))
+            .await
+            .unwrap()
+            .is_some(),
+        "an object the deletes did not name lost its cached copy"
+    );
+    for key in &keys[..3] {
+        let error = setup
+            .client()
+            .get(&Path::from(key.as_str()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, object_store::Error::NotFound { .. }),
+            "{key}: {error}"
+        );
+    }
+    setup.stop().await;
+}
+
 /// A corrupted chunk is never served: found before the response starts, the whole object
 /// comes from the origin; found mid-response, the rest does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -425,6 +425,7 @@ mod tests {
                 size,
                 last_modified: None,
             },
+            attributes: Default::default(),
         }
     }
 

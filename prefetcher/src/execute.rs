@@ -474,6 +474,7 @@ impl<S: CacheSink + ?Sized + 'static> Executor<S> {
                             size: total,
                             last_modified: None,
                         },
+                        attributes: Default::default(),
                     },
                     group: Some(objects),
                 }],

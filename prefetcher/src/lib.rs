@@ -52,5 +52,5 @@ pub use manifest::{
 };
 pub use memory::MemorySink;
 pub use sink::{CacheSink, Space};
-pub use source::{ArtifactSource, ObjectStoreSource, SourceConfig, SourceObject};
+pub use source::{ArtifactSource, ObjectAttributes, ObjectStoreSource, SourceConfig, SourceObject};
 pub use stage::{stage_listed_object, stage_object, stage_object_observed, StageOptions};

@@ -364,6 +364,7 @@ mod tests {
             uri: "s3://bucket/a".to_string(),
             size: 3,
             version: version(Some("\"e\""), 3, Some(5)),
+            attributes: Default::default(),
         };
         let manifest = Manifest {
             format: MANIFEST_FORMAT,

@@ -39,6 +39,44 @@ pub struct SourceObject {
     pub uri: String,
     pub size: u64,
     pub version: SourceVersion,
+    /// What the origin says about the object besides its bytes, where its HEAD tells (S3);
+    /// empty for listings and file sources.
+    pub attributes: ObjectAttributes,
+}
+
+/// The headers an object store keeps with an object: what a client that reads the object
+/// back expects to see again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectAttributes {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    /// User metadata (`x-amz-meta-NAME` on S3), by NAME.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ObjectAttributes {
+    fn from_store(attributes: &object_store::Attributes) -> ObjectAttributes {
+        use object_store::Attribute;
+        let mut out = ObjectAttributes::default();
+        for (attribute, value) in attributes {
+            let value = value.as_ref().to_string();
+            match attribute {
+                Attribute::ContentType => out.content_type = Some(value),
+                Attribute::ContentEncoding => out.content_encoding = Some(value),
+                Attribute::ContentDisposition => out.content_disposition = Some(value),
+                Attribute::ContentLanguage => out.content_language = Some(value),
+                Attribute::CacheControl => out.cache_control = Some(value),
+                Attribute::Metadata(name) => {
+                    out.metadata.insert(name.to_string(), value);
+                }
+                _ => {}
+            }
+        }
+        out
+    }
 }
 
 /// Where artifacts are read from.
@@ -437,14 +475,20 @@ fn version_of(meta: &object_store::ObjectMeta) -> SourceVersion {
 impl ArtifactSource for ObjectStoreSource {
     async fn head(&self, uri: &str) -> Result<SourceObject> {
         let (location, store) = self.store_for(uri)?;
-        let meta = store
-            .head(&location.path)
+        // `head` is this request with its attributes dropped: one HEAD either way.
+        let options = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        let result = store
+            .get_opts(&location.path, options)
             .await
             .map_err(|error| Error::source("head", uri, error))?;
         Ok(SourceObject {
             uri: uri.to_string(),
-            size: meta.size,
-            version: version_of(&meta),
+            size: result.meta.size,
+            version: version_of(&result.meta),
+            attributes: ObjectAttributes::from_store(&result.attributes),
         })
     }
 
@@ -524,6 +568,7 @@ impl ArtifactSource for ObjectStoreSource {
                 uri: Self::object_uri(&location, &meta.location),
                 size: meta.size,
                 version: version_of(meta),
+                attributes: ObjectAttributes::default(),
             })
             .collect();
         objects.sort_by(|a, b| a.uri.cmp(&b.uri));
