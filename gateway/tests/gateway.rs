@@ -230,6 +230,15 @@ async fn a_hit_carries_the_origins_content_type_and_metadata() {
     setup.stop().await;
 }
 
+/// A GET of `key` through the gateway answers the origin's 404.
+async fn assert_not_found(setup: &Setup, key: &str) {
+    let error = setup.client().get(&Path::from(key)).await.unwrap_err();
+    assert!(
+        matches!(error, object_store::Error::NotFound { .. }),
+        "{key}: expected the origin's 404, got {error}"
+    );
+}
+
 /// Waits until the tenant's cache no longer has a manifest for `uri`.
 async fn wait_dropped(setup: &Setup, uri: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -251,15 +260,7 @@ async fn an_object_deleted_at_the_origin_is_not_served() {
     setup.put_origin(&key, pattern(CHUNK as usize, 3)).await;
     setup.stage(&key).await;
     setup.moto.delete(&Path::from(key.as_str())).await.unwrap();
-    let error = setup
-        .client()
-        .get(&Path::from(key.as_str()))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, object_store::Error::NotFound { .. }),
-        "expected the origin's 404, got {error}"
-    );
+    assert_not_found(&setup, &key).await;
     assert_eq!(setup.gateway.metrics().misses(GET, MissReason::Deleted), 1);
     assert_eq!(setup.gateway.metrics().hits(GET), 0);
     wait_dropped(&setup, &setup.uri(&key)).await;
@@ -323,15 +324,7 @@ async fn deletes_through_the_gateway_drop_the_cached_copies() {
         "an object the deletes did not name lost its cached copy"
     );
     for key in &keys[..3] {
-        let error = setup
-            .client()
-            .get(&Path::from(key.as_str()))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(error, object_store::Error::NotFound { .. }),
-            "{key}: {error}"
-        );
+        assert_not_found(&setup, key).await;
     }
     setup.stop().await;
 }

@@ -20,23 +20,6 @@ use common::{pattern, Setup, CHUNK};
 use hyper::Method;
 use kfcache_gateway::{WriteKind, WriteOutcome};
 
-/// Builds the Go client once per test binary; fails with instructions when Go is missing.
-fn kfp_client() -> PathBuf {
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/kfp-v2-client");
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kfp-v2-client");
-    let built = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(&source)
-        .status()
-        .unwrap_or_else(|error| {
-            panic!("cannot run `go build` ({error}): this test needs Go (1.26 or later) and the Go module proxy, or the modules in the module cache")
-        });
-    assert!(built.success(), "`go build` of {} failed", source.display());
-    out
-}
-
 /// Runs the client against the gateway; returns its stdout (one `KEY BYTES` line per object).
 async fn run(client: &PathBuf, setup: &Setup, args: &[String]) -> String {
     let mut command = Command::new(client);
@@ -58,7 +41,9 @@ async fn run(client: &PathBuf, setup: &Setup, args: &[String]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kfp_v2_launcher_calls_read_staged_inputs_from_the_cache_and_write_outputs_through() {
-    let client = tokio::task::spawn_blocking(kfp_client).await.unwrap();
+    let client = tokio::task::spawn_blocking(|| common::go_client("kfp-v2-client"))
+        .await
+        .unwrap();
     let setup = Setup::start("kfp-v2").await;
     let dir = tempfile::tempdir().unwrap();
 

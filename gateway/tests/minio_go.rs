@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::{pattern, Setup, CHUNK};
@@ -18,26 +17,11 @@ use kfcache_gateway::{WriteKind, WriteOutcome};
 use object_store::path::Path;
 use object_store::ObjectStore;
 
-/// Builds the Go client once per test binary; fails with instructions when Go is missing.
-fn minio_client() -> PathBuf {
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/minio-client");
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("minio-client");
-    let built = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(&source)
-        .status()
-        .unwrap_or_else(|error| {
-            panic!("cannot run `go build` ({error}): this test needs Go (1.24 or later) and the Go module proxy, or the modules in the module cache")
-        });
-    assert!(built.success(), "`go build` of {} failed", source.display());
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn minio_go_reads_from_the_cache_and_writes_to_the_origin() {
-    let client = tokio::task::spawn_blocking(minio_client).await.unwrap();
+    let client = tokio::task::spawn_blocking(|| common::go_client("minio-client"))
+        .await
+        .unwrap();
     let setup = Setup::start("minio-go").await;
     let dir = tempfile::tempdir().unwrap();
 

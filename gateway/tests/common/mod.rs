@@ -52,6 +52,26 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
+/// Builds the Go S3 client in `tests/NAME` (`go build`) into the test binary's scratch folder
+/// and returns its path; fails with instructions when Go is missing.
+pub fn go_client(name: &str) -> std::path::PathBuf {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name);
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let built = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(&source)
+        .status()
+        .unwrap_or_else(|error| {
+            panic!("cannot run `go build` ({error}): this test needs Go (1.26 or later) and the Go module proxy, or the modules in the module cache")
+        });
+    assert!(built.success(), "`go build` of {} failed", source.display());
+    out
+}
+
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ ((i >> 11) as u8))
